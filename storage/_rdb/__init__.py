@@ -1,0 +1,1 @@
+"""Relational side of the registry: models, engines, schema migrations."""
