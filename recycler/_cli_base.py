@@ -1,0 +1,181 @@
+"""Shared pieces of the ``recycler`` command: parser, global options, opening the registry.
+
+A subcommand module exposes ``add(subparsers, common)``: it adds its parser(s) with
+``parents=[common]`` and sets ``handler`` (a function ``Namespace -> exit code``) as a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, NoReturn, TypeAlias
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from storage import DEFAULT_BLOBS, DEFAULT_URL, Registry, redact
+
+REGISTRY_ENV = "RECYCLER_REGISTRY"
+BLOBS_ENV = "RECYCLER_BLOBS"
+PROG = "recycler"
+_PASSWORD_KEYS = {"password", "pass", "pwd", "passwd"}
+
+Handler = Callable[[argparse.Namespace], int]
+Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+class CliError(Exception):
+    """A user-facing failure of a command: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f" (see '{self.prog} --help')"
+        self.exit(2, f"{PROG}: error: {one_line(message)}{hint}\n")
+
+
+def common_options() -> Parser:
+    """``--registry`` and ``--blobs``, accepted before and after any subcommand."""
+    common = Parser(add_help=False)
+    group = common.add_argument_group("registry location")
+    group.add_argument(
+        "--registry",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help=f"database URL (default: ${REGISTRY_ENV}, else {DEFAULT_URL})",
+    )
+    group.add_argument(
+        "--blobs",
+        metavar="PATH_OR_URL",
+        default=argparse.SUPPRESS,
+        help=f"checkpoint folder or fsspec URL (default: ${BLOBS_ENV}, else {DEFAULT_BLOBS})",
+    )
+    return common
+
+
+def registry_url(args: argparse.Namespace) -> str:
+    """``--registry``, else ``$RECYCLER_REGISTRY``, else the default SQLite file."""
+    given: str | None = getattr(args, "registry", None)
+    return given if given is not None else os.environ.get(REGISTRY_ENV) or DEFAULT_URL
+
+
+def blobs_location(args: argparse.Namespace) -> str:
+    """``--blobs``, else ``$RECYCLER_BLOBS``, else ``./recycler-teachers``."""
+    given: str | None = getattr(args, "blobs", None)
+    if given is not None and not given.strip():
+        raise CliError("--blobs is empty: pass a folder or an fsspec URL")
+    return given if given is not None else os.environ.get(BLOBS_ENV) or DEFAULT_BLOBS
+
+
+def locations(args: argparse.Namespace) -> list[str]:
+    """Every registry and blob location the options and environment name (to hide secrets)."""
+    found = [getattr(args, "registry", None), getattr(args, "blobs", None)]
+    found += [os.environ.get(REGISTRY_ENV), os.environ.get(BLOBS_ENV)]
+    return [f for f in found if f]
+
+
+def open_registry(args: argparse.Namespace, *, must_exist: bool = True) -> Registry:
+    """The registry the options name (never creating its tables: ``db upgrade`` does that).
+
+    With ``must_exist`` a missing SQLite file is an error, so a mistyped path neither looks
+    like an empty registry nor leaves an empty file behind.
+    """
+    url = registry_url(args)
+    try:
+        registry = Registry(url, blobs_location(args), create=False)
+    except ModuleNotFoundError as exc:
+        raise CliError(
+            f"{exc}: install the driver, e.g. pip install 'recycler[postgres]'"
+        ) from None
+    path = _sqlite_file(url) if must_exist else None
+    if path is not None and not os.path.exists(path):
+        raise CliError(
+            f"no registry database at {path}: pass --registry URL, set ${REGISTRY_ENV}, "
+            "or create one with `recycler db upgrade`"
+        )
+    return registry
+
+
+def _sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL (None for other backends and in-memory databases)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else database
+
+
+def secrets_in(urls: Iterable[str]) -> list[str]:
+    """Passwords carried by ``urls`` (userinfo and ``?password=``), raw and percent-decoded."""
+    found: set[str] = set()
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            candidates = [parts.password or ""]
+        except ValueError:
+            continue
+        candidates += [v for k, v in parse_qsl(parts.query) if k.lower() in _PASSWORD_KEYS]
+        found.update(c for c in candidates if c)
+        found.update(unquote(c) for c in candidates if c)
+    return sorted(found, key=len, reverse=True)
+
+
+def safe_message(message: str, urls: Iterable[str] = ()) -> str:
+    """``message`` on one line, with every password of ``urls`` (and any URL password) hidden."""
+    for secret in secrets_in(urls):
+        message = message.replace(secret, "***")
+    return one_line(redact(message))
+
+
+def one_line(text: str) -> str:
+    """Collapse line breaks (a driver's multi-line message) into one line."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def print_json(value: Any) -> None:
+    """``value`` as indented JSON on stdout (keys in a fixed order; NaN is refused)."""
+    sys.stdout.write(json.dumps(value, indent=2, allow_nan=False) + "\n")

@@ -1,0 +1,169 @@
+"""``recycler teachers list|show|verify|gc``: find, inspect, re-check and clean up teachers."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from storage import LocalBlobStore, Registry, Status, TeacherQuery
+
+from ._cli_base import (
+    CliError,
+    Parser,
+    Subparsers,
+    non_negative_float,
+    open_registry,
+    positive_int,
+    print_json,
+)
+from ._cli_format import teacher_details, teachers_table, to_json
+
+_STATUSES = ", ".join(s.value for s in Status)
+
+
+def add(sub: Subparsers, common: Parser) -> None:
+    """Add ``teachers`` and its actions to the command's subparsers."""
+    teachers = sub.add_parser(
+        "teachers",
+        parents=[common],
+        help="list, show, verify and garbage-collect teachers",
+        description="Find, inspect, re-check and clean up the teachers in the registry.",
+    )
+    actions = teachers.add_subparsers(dest="teachers_action", metavar="ACTION", required=True)
+
+    p = actions.add_parser(
+        "list",
+        parents=[common],
+        help="list teachers (READY by default)",
+        description="List teachers, by id; with --top K, the K best by metric.",
+    )
+    p.add_argument("--study", help="only this study")
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        metavar="K",
+        help="the K best by metric (each teacher ranked by its own direction)",
+    )
+    p.add_argument(
+        "--status",
+        type=_status,
+        default=Status.READY.value,
+        help=f"{_STATUSES} or all (default: READY)",
+    )
+    _add_json(p)
+    p.set_defaults(handler=_list)
+
+    p = actions.add_parser(
+        "show",
+        parents=[common],
+        help="every field of one teacher",
+        description="Show every field of one teacher, in any status.",
+    )
+    p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
+    _add_json(p)
+    p.set_defaults(handler=_show)
+
+    p = actions.add_parser(
+        "verify",
+        parents=[common],
+        help="re-check every READY blob; quarantine bad ones (exit 1 if any)",
+        description="Re-read every READY teacher's blob and check its sha256; a missing or "
+        "corrupt blob quarantines its teacher. Exit code 1 if any teacher was quarantined.",
+    )
+    _add_json(p)
+    p.set_defaults(handler=_verify)
+
+    p = actions.add_parser(
+        "gc",
+        parents=[common],
+        help="remove blobs of deleted teachers, orphan blobs and stale PENDING rows",
+        description="Remove blobs no live teacher needs (never one a reader holds a lease on), "
+        "PENDING rows and temporary files older than the grace period.",
+    )
+    p.add_argument(
+        "--grace",
+        type=non_negative_float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="leave PENDING rows and temp files younger than this (default: 3600)",
+    )
+    _add_json(p)
+    p.set_defaults(handler=_gc)
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _status(text: str) -> str:
+    if text.lower() == "all":
+        return "all"
+    try:
+        return Status(text.upper()).value
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {_STATUSES} or all, got {text!r}"
+        ) from None
+
+
+def _list(args: argparse.Namespace) -> int:
+    status = None if args.status == "all" else Status(args.status)
+    registry = open_registry(args)
+    records = registry.query(TeacherQuery(study=args.study, status=status, top_k=args.top))
+    if args.json:
+        print_json([to_json(r) for r in records])
+    elif records:
+        print(teachers_table(records))
+    else:
+        where = "" if args.study is None else f" in study {args.study!r}"
+        print(f"no {'' if status is None else status.value + ' '}teachers{where}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    record = open_registry(args).get(args.id)
+    if args.json:
+        print_json(to_json(record))
+    else:
+        print(teacher_details(record))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    registry = open_registry(args)
+    _require_blob_folder(registry)
+    report = registry.verify()
+    if args.json:
+        print_json({"checked": report.checked, "ok": report.ok, "quarantined": report.quarantined})
+    else:
+        bad = report.quarantined
+        print(f"checked {report.checked} READY teachers: {report.ok} ok, {len(bad)} quarantined")
+        if bad:
+            print("quarantined ids: " + " ".join(str(i) for i in bad))
+    return 1 if report.quarantined else 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    registry = open_registry(args)
+    _require_blob_folder(registry)
+    report = registry.gc(grace_seconds=args.grace)
+    if args.json:
+        print_json(dataclasses.asdict(report))
+    else:
+        print(
+            f"removed {report.blobs_removed} blobs of deleted teachers, "
+            f"{report.orphans_removed} orphan blobs, {report.pending_removed} stale PENDING rows, "
+            f"{report.temp_removed} temporary files; kept {report.kept_leased} leased blobs"
+        )
+    return 0
+
+
+def _require_blob_folder(registry: Registry) -> None:
+    """Refuse a local blob folder that does not exist: verify would quarantine every teacher."""
+    store = registry.blobs
+    if isinstance(store, LocalBlobStore) and not os.path.isdir(store.url):
+        raise CliError(
+            f"blob folder {store.url} does not exist: pass --blobs PATH or set RECYCLER_BLOBS "
+            "(nothing was changed)"
+        )

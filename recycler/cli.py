@@ -1,0 +1,98 @@
+"""The ``recycler`` command: the teacher registry from a shell.
+
+Example:
+    $ recycler teachers list --study lr-sweep --top 5
+    $ recycler --registry postgresql+psycopg://user@host/db teachers verify
+
+Errors are one line on stderr (``recycler: error: ...``) and exit code 2; passwords in
+database URLs are never printed. To add a subcommand, write ``_cli_<name>.py`` with an
+``add(subparsers, common)`` function (see ``_cli_base``) and list it in ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterable
+
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from storage import StorageError, display_url
+
+from . import __version__, _cli_db, _cli_lineage, _cli_teachers
+from ._cli_base import (
+    PROG,
+    CliError,
+    Parser,
+    Subparsers,
+    common_options,
+    locations,
+    registry_url,
+    safe_message,
+)
+
+#: The subcommands, in ``--help`` order; each adds its parser(s) to the subparsers.
+COMMANDS: tuple[Callable[[Subparsers, Parser], None], ...] = (
+    _cli_teachers.add,
+    _cli_lineage.add,
+    _cli_db.add,
+)
+
+
+def build_parser() -> Parser:
+    """The argument parser of the whole command."""
+    common = common_options()
+    parser = Parser(
+        prog=PROG,
+        parents=[common],
+        description="recycler: hyperparameter search that recycles prior runs as teachers. "
+        "These commands inspect and maintain the teacher registry.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors (already printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    urls = locations(args)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (CliError, StorageError, ValueError) as exc:
+        return _fail(str(exc), urls)
+    except SQLAlchemyError as exc:
+        where = display_url(registry_url(args))
+        return _fail(f"registry {where}: database error: {_driver_message(exc)}", urls)
+    except BrokenPipeError:  # e.g. `recycler teachers list | head -1`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), urls)
+
+
+def _fail(message: str, urls: Iterable[str]) -> int:
+    print(f"{PROG}: error: {safe_message(message, urls)}", file=sys.stderr)
+    return 2
+
+
+def _driver_message(exc: SQLAlchemyError) -> str:
+    """The database's own message, without SQLAlchemy's statement and help-link lines."""
+    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
+    first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return first.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
