@@ -1,0 +1,105 @@
+"""Teacher-logit cache: each teacher's logits per stable sample id, computed once and reused."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import RecyclerError
+
+
+class LogitCache:
+    """Dense per-teacher tables of logits indexed by sample id, under a memory bound.
+
+    Exact by construction for deterministic teacher inputs: a cached row is the very tensor
+    the online path computed for that sample. The first ``verify_hits`` cache hits per teacher
+    are recomputed online and compared, so random augmentation (inputs that change between
+    epochs) is caught and refused instead of silently distilling from stale logits.
+
+    Example:
+        >>> cache = LogitCache(max_bytes=1 << 20)
+        >>> ids = torch.tensor([0, 2])
+        >>> cache.store(7, ids, torch.ones(2, 3))
+        >>> cache.lookup(7, ids).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, max_bytes: int, verify_hits: int = 2) -> None:
+        self.max_bytes = max_bytes
+        self.verify_hits = verify_hits
+        self._rows: dict[int, torch.Tensor] = {}
+        self._filled: dict[int, torch.Tensor] = {}
+        self._verified: dict[int, int] = {}
+        self.full = False
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cache tables."""
+        return sum(t.element_size() * t.nelement() for t in self._rows.values())
+
+    def lookup(self, teacher_id: int, ids: torch.Tensor) -> torch.Tensor | None:
+        """The cached logits of these samples, or None if any of them is missing."""
+        rows = self._rows.get(teacher_id)
+        if rows is None or int(ids.max()) >= rows.shape[0]:
+            self.misses += 1
+            return None
+        if not bool(self._filled[teacher_id][ids].all()):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return rows[ids]
+
+    def needs_verify(self, teacher_id: int) -> bool:
+        """Whether the next hit of this teacher should be checked against the online path."""
+        return self._verified.get(teacher_id, 0) < self.verify_hits
+
+    def check(self, teacher_id: int, cached: torch.Tensor, online: torch.Tensor) -> None:
+        """Compare a hit with a fresh online computation; refuse if the inputs changed."""
+        self._verified[teacher_id] = self._verified.get(teacher_id, 0) + 1
+        if not torch.allclose(cached, online, rtol=1e-4, atol=1e-5):
+            raise RecyclerError(
+                "teacher-logit cache cannot be exact: a teacher gave different logits for the "
+                "same sample ids in a later epoch (random augmentation or changing inputs?); "
+                "set distill.cache: false"
+            )
+
+    def store(self, teacher_id: int, ids: torch.Tensor, logits: torch.Tensor) -> None:
+        """Remember these samples' logits (silently stops growing at the memory bound)."""
+        if self.full:
+            return
+        need = int(ids.max()) + 1
+        rows = self._rows.get(teacher_id)
+        if rows is None or need > rows.shape[0]:
+            capacity = max(need, 2 * rows.shape[0] if rows is not None else need)
+            row_bytes = logits[0].element_size() * logits[0].nelement()
+            extra = (capacity - (rows.shape[0] if rows is not None else 0)) * row_bytes
+            if self.nbytes + extra > self.max_bytes:
+                self.full = True
+                return
+            grown = logits.new_zeros((capacity, *logits.shape[1:]))
+            filled = torch.zeros(capacity, dtype=torch.bool, device=logits.device)
+            if rows is not None:
+                grown[: rows.shape[0]] = rows
+                filled[: rows.shape[0]] = self._filled[teacher_id]
+            self._rows[teacher_id], self._filled[teacher_id] = grown, filled
+        self._rows[teacher_id][ids] = logits
+        self._filled[teacher_id][ids] = True
+
+
+def check_ids(sample_ids: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """Validate the sample ids the cache needs: one non-negative integer per sample."""
+    if sample_ids is None:
+        raise RecyclerError(
+            "distill.cache is on but loss() got no sample_ids: pass sample_ids=<ids of the "
+            "batch's samples> (a stable id per sample), or set distill.cache: false"
+        )
+    ids = torch.as_tensor(sample_ids)
+    if ids.dim() != 1 or ids.shape[0] != batch or ids.dtype.is_floating_point:
+        raise RecyclerError(
+            f"sample_ids must be a 1-D integer tensor with one id per sample ({batch}), got "
+            f"shape {tuple(ids.shape)} and dtype {ids.dtype}"
+        )
+    if ids.numel() and int(ids.min()) < 0:
+        raise RecyclerError("sample_ids must be >= 0 (they index the teacher-logit cache)")
+    return ids.long()

@@ -1,0 +1,212 @@
+"""TeacherPool: teachers loaded lazily from the registry, in eval and inference mode."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from storage import Registry, StorageError, TeacherRecord
+
+from ._fused import FusedEnsemble, can_fuse
+
+log = logging.getLogger(__name__)
+
+#: What a training step hands to the teachers: a tensor, a tuple of args, or a dict of kwargs.
+Inputs = torch.Tensor | Sequence[Any] | Mapping[str, Any]
+BuildFn = Callable[[Mapping[str, Any]], nn.Module]
+
+
+def call_model(model: Callable[..., Any], inputs: Inputs) -> torch.Tensor:
+    """Call ``model`` with inputs as the student got them and return its logits."""
+    if isinstance(inputs, torch.Tensor):
+        out = model(inputs)
+    elif isinstance(inputs, Mapping):
+        out = model(**inputs)
+    else:
+        out = model(*inputs)
+    return as_logits(out)
+
+
+def as_logits(out: Any) -> torch.Tensor:
+    """Logits from a model output: a tensor, an object with ``.logits``, or a tuple's first item."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(f"cannot find logits in a model output of type {type(out).__name__}")
+
+
+class TeacherPool:
+    """The teachers of one trial, built and loaded on first use and kept across refreshes.
+
+    Each teacher is built by ``build(params)`` (or as a copy of ``template``, the student's
+    architecture), loaded from the registry (checksum verified), frozen and put in eval mode.
+    At most ``max_on_device`` teachers live on the student's device; the rest wait on the CPU.
+    A teacher that fails to load is skipped with one warning and training goes on.
+
+    Example:
+        >>> pool = TeacherPool(registry, template=student)  # doctest: +SKIP
+        >>> pool.set_pool(registry.query(study="lr", top_k=5))  # doctest: +SKIP
+        >>> logits = pool.logits([0], x)  # mean logits of teacher 0  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        template: nn.Module | None = None,
+        build: BuildFn | None = None,
+        max_on_device: int = 5,
+        autocast: torch.dtype | None = None,
+        fused: bool = True,
+    ) -> None:
+        if template is None and build is None:
+            raise ValueError("TeacherPool needs the student model (template) or build(params)")
+        self._registry = registry
+        self._template = template
+        self._build = build
+        self._max_on_device = max(1, max_on_device)
+        self._autocast = autocast
+        self._fused_ok = fused
+        self._models: dict[int, nn.Module] = {}
+        self._records: list[TeacherRecord] = []
+        self._on_device: OrderedDict[int, None] = OrderedDict()
+        self._skipped: dict[int, str] = {}
+        self._fused: FusedEnsemble | None = None
+        self._device = torch.device("cpu")
+
+    # -- membership ----------------------------------------------------------------------
+
+    @property
+    def records(self) -> list[TeacherRecord]:
+        """The teachers in the pool, in pool order (only those that loaded)."""
+        return list(self._records)
+
+    @property
+    def skipped(self) -> Mapping[int, str]:
+        """Teachers left out of the pool: id -> why."""
+        return dict(self._skipped)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def set_pool(self, records: Sequence[TeacherRecord]) -> None:
+        """Make ``records`` the pool: load the new ones, keep the held ones, drop the rest."""
+        keep: list[TeacherRecord] = []
+        for rec in records:
+            if rec.id in self._skipped:
+                continue
+            if rec.id not in self._models:
+                model = self._load(rec)
+                if model is None:
+                    continue
+                self._models[rec.id] = model
+            keep.append(rec)
+        wanted = {r.id for r in keep}
+        for tid in [t for t in self._models if t not in wanted]:
+            del self._models[tid]
+            self._on_device.pop(tid, None)
+        if [r.id for r in keep] != [r.id for r in self._records]:
+            self._fused = None
+        self._records = keep
+
+    def _load(self, rec: TeacherRecord) -> nn.Module | None:
+        try:
+            ckpt = self._registry.load(rec)
+            model = self._build(rec.params) if self._build else copy.deepcopy(self._template)
+            assert model is not None
+            model.load_state_dict(dict(ckpt.tensors), strict=True)
+        except (StorageError, RuntimeError, KeyError, ValueError, TypeError) as exc:
+            detail = " ".join(str(exc).split())
+            reason = f"{type(exc).__name__}: {detail[:300]}"
+            self._skipped[rec.id] = reason
+            warnings.warn(
+                f"recycler: teacher {rec.id} (study {rec.study!r} trial {rec.trial_number}) "
+                f"skipped: {reason}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return None
+        model.eval()
+        model.requires_grad_(False)
+        return model.to("cpu")
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def to(self, device: torch.device | str) -> TeacherPool:
+        """Evaluate on ``device`` from now on (teachers move there lazily)."""
+        self._device = torch.device(device)
+        self._fused = None
+        return self
+
+    def ids(self, indices: Sequence[int]) -> list[int]:
+        """Teacher ids of pool positions."""
+        return [self._records[i].id for i in indices]
+
+    def logits(self, indices: Sequence[int], inputs: Inputs) -> torch.Tensor:
+        """Mean logits of the teachers at ``indices`` for ``inputs`` (a constant: no grad)."""
+        with torch.inference_mode(), self._autocast_ctx():
+            if len(indices) == len(self._records) > 1 and self._fuses():
+                fused = self._fused_all()
+                if fused is not None:
+                    return fused.run(inputs).mean(dim=0).float()
+            total: torch.Tensor | None = None
+            for i in indices:
+                out = call_model(self._model_on_device(self._records[i].id), inputs).float()
+                total = out if total is None else total.add_(out)
+            assert total is not None, "logits() needs at least one teacher index"
+            return total.div_(len(indices)) if len(indices) > 1 else total
+
+    def each_logits(self, indices: Sequence[int], inputs: Inputs) -> list[torch.Tensor]:
+        """Logits of each teacher at ``indices`` separately (for caches and diagnostics)."""
+        with torch.inference_mode(), self._autocast_ctx():
+            return [
+                call_model(self._model_on_device(self._records[i].id), inputs).float()
+                for i in indices
+            ]
+
+    def _fuses(self) -> bool:
+        # vmap-fused teachers pay off on accelerators; on the CPU they measured slower than the
+        # loop (examples/benchmarks/kd_overhead.py), so there the loop is used.
+        return self._fused_ok and self._device.type != "cpu"
+
+    def _fused_all(self) -> FusedEnsemble | None:
+        if self._fused is None:
+            models = [self._models[r.id] for r in self._records]
+            if not can_fuse(models):
+                self._fused_ok = False
+                return None
+            self._fused = FusedEnsemble(models).to(self._device)
+        return self._fused
+
+    def _model_on_device(self, tid: int) -> nn.Module:
+        model = self._models[tid]
+        if self._device.type == "cpu":
+            return model
+        if tid in self._on_device:
+            self._on_device.move_to_end(tid)
+            return model
+        while len(self._on_device) >= self._max_on_device:
+            old, _ = self._on_device.popitem(last=False)
+            self._models[old].to("cpu")
+        self._on_device[tid] = None
+        return model.to(self._device)
+
+    def _autocast_ctx(self) -> contextlib.AbstractContextManager[Any]:
+        if self._autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._device.type, dtype=self._autocast)
+
+    def __iter__(self) -> Iterator[TeacherRecord]:
+        return iter(self._records)

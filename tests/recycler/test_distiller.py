@@ -1,0 +1,221 @@
+"""The Distiller on a real registry: pool, schedule, sampling, accounting, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from _kd_helpers import SIG, batch, fill, make_net
+from torch import nn
+
+from recycler.config import RecycleConfig
+from recycler.distiller import Distiller, output_signature
+from recycler.losses import kd_loss
+from storage import Registry, Status
+
+
+def config(tmp_path: Path, **sections: object) -> RecycleConfig:
+    return RecycleConfig.from_dict(
+        {"registry": f"sqlite:///{tmp_path / 'r.db'}", "blobs": str(tmp_path / "blobs"), **sections}
+    )
+
+
+@pytest.fixture
+def reg(tmp_path: Path) -> Registry:
+    return Registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "blobs")
+
+
+def teachers_of(reg: Registry, ids: list[int]) -> list[nn.Module]:
+    out = []
+    for tid in ids:
+        net = make_net()
+        net.load_state_dict(dict(reg.load(tid).tensors))
+        out.append(net.eval())
+    return out
+
+
+def test_all_teachers_equals_explicit_ensemble(reg: Registry, tmp_path: Path) -> None:
+    ids = fill(reg, 3)
+    cfg = config(tmp_path, teachers={"per_step": "all", "pool": 3}, distill={"weight": 0.5})
+    student = make_net(seed=7)
+    kd = Distiller(cfg, study="s", trial_number=3, registry=reg, model=student)
+    x, y = batch()
+    logits = student(x)
+    total = kd.loss(logits, y, x)
+    with torch.no_grad():
+        mean = torch.stack([t(x) for t in teachers_of(reg, ids)]).mean(0)
+    expected = nn.functional.cross_entropy(logits, y) + 0.5 * kd_loss(logits, mean)
+    assert torch.allclose(total, expected, atol=1e-6)
+    assert sorted(kd.stats()["teachers_used"]) == sorted(ids)
+
+
+def test_gradients_reach_the_student_only(reg: Registry, tmp_path: Path) -> None:
+    fill(reg, 2)
+    student = make_net(seed=7)
+    kd = Distiller(config(tmp_path), study="s", trial_number=2, registry=reg, model=student)
+    x, y = batch()
+    kd.loss(student(x), y, x).backward()
+    assert all(p.grad is not None for p in student.parameters())
+    pool = kd._pool
+    assert pool is not None and len(pool) == 2
+    for model in pool._models.values():
+        assert not model.training
+        assert all(p.grad is None and not p.requires_grad for p in model.parameters())
+
+
+def test_schedule_off_runs_no_teacher(reg: Registry, tmp_path: Path) -> None:
+    fill(reg, 2)
+    calls: list[int] = []
+
+    def build(params: object) -> nn.Module:
+        net = make_net()
+        net.register_forward_hook(lambda *_: calls.append(1))
+        return net
+
+    cfg = config(tmp_path, distill={"schedule": "every 4ba for 1ba"})
+    student = make_net(seed=7)
+    kd = Distiller(cfg, study="s", trial_number=2, registry=reg, model=student, build=build)
+    x, y = batch()
+    for _ in range(12):
+        kd.loss(student(x), y, x)
+    stats = kd.stats()
+    assert stats["steps"] == 12
+    assert stats["steps_distilled"] == 3  # steps 0, 4, 8
+    assert len(calls) == 3  # one sampled teacher per distilled step, none otherwise
+
+
+def test_min_pool_and_own_trial_excluded(reg: Registry, tmp_path: Path) -> None:
+    fill(reg, 2)
+    student = make_net(seed=7)
+    cfg = config(tmp_path, teachers={"min_pool": 2})
+    kd = Distiller(cfg, study="s", trial_number=1, registry=reg, model=student)
+    x, y = batch()
+    loss = kd.loss(student(x), y, x)
+    assert [r.trial_number for r in kd.teachers] == [0]  # its own trial is never a teacher
+    assert kd.stats()["steps_distilled"] == 0
+    assert torch.allclose(loss, nn.functional.cross_entropy(student(x), y))
+
+
+def test_corrupt_and_incompatible_teachers_are_skipped(reg: Registry, tmp_path: Path) -> None:
+    good, corrupt = fill(reg, 2)
+    wide = reg.register(
+        make_net(width=16).state_dict(),
+        study="s",
+        trial_number=5,
+        metric_name="accuracy",
+        metric_value=0.9,
+        output_signature=SIG,
+    )
+    blob = tmp_path / "blobs" / reg.get(corrupt).blob_key
+    data = bytearray(blob.read_bytes())
+    data[-3] ^= 0x10
+    blob.write_bytes(bytes(data))
+    student = make_net(seed=7)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+    kd = Distiller(config(tmp_path), study="s", trial_number=9, registry=reg, model=student)
+    x, y = batch()
+    with pytest.warns(RuntimeWarning) as caught:
+        for _ in range(3):
+            loss = kd.loss(student(x), y, x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    messages = " ".join(str(w.message) for w in caught)
+    assert f"teacher {corrupt}" in messages and "checksum" in messages
+    assert f"teacher {wide.id}" in messages and "size mismatch" in messages
+    assert len(caught) == 2  # one warning each, not one per step
+    assert [r.id for r in kd.teachers] == [good]
+    assert kd.stats()["steps_distilled"] == 3
+    assert reg.get(corrupt).status is Status.QUARANTINED
+    assert reg.get(wide.id).status is Status.READY  # incompatible here, maybe fine elsewhere
+
+
+def test_refresh_adds_new_teachers_without_reloading(reg: Registry, tmp_path: Path) -> None:
+    fill(reg, 1)
+    builds: list[int] = []
+
+    def build(params: object) -> nn.Module:
+        builds.append(1)
+        return make_net()
+
+    cfg = config(tmp_path, teachers={"refresh": "2ba"})
+    student = make_net(seed=7)
+    kd = Distiller(cfg, study="s", trial_number=7, registry=reg, model=student, build=build)
+    x, y = batch()
+    kd.loss(student(x), y, x)
+    assert len(kd.teachers) == 1 and len(builds) == 1
+    reg.register(
+        make_net(seed=55).state_dict(),
+        study="s",
+        trial_number=3,
+        metric_name="accuracy",
+        metric_value=0.99,
+        output_signature=SIG,
+    )
+    kd.loss(student(x), y, x)  # step 1: no refresh yet
+    assert len(kd.teachers) == 1
+    kd.loss(student(x), y, x)  # step 2: refresh
+    assert [r.trial_number for r in kd.teachers] == [3, 0]
+    assert len(builds) == 2  # the held teacher was not rebuilt
+
+
+def test_register_writes_teacher_and_lineage(reg: Registry, tmp_path: Path) -> None:
+    ids = fill(reg, 2)
+    student = make_net(seed=7)
+    cfg = config(tmp_path, teachers={"per_step": "all"})
+    kd = Distiller(
+        cfg, study="s", trial_number=2, registry=reg, model=student, metric_name="accuracy"
+    )
+    x, y = batch()
+    for _ in range(4):
+        kd.loss(student(x), y, x)
+    rec = kd.register(metric=0.77)
+    assert rec is not None and rec.status is Status.READY
+    assert rec.output_signature == SIG == output_signature(student(x))
+    assert rec.metric_value == pytest.approx(0.77) and rec.step == 4
+    lineage = reg.lineage("s", 2)
+    assert [(r.teacher_id, r.steps_distilled) for r in lineage] == [(i, 4) for i in ids]
+    assert kd.stats()["teacher_id"] == rec.id
+
+
+def test_registry_outage_trains_on_without_kd(tmp_path: Path) -> None:
+    cfg = RecycleConfig.from_dict(
+        {"registry": "postgresql+psycopg://u:secret@127.0.0.1:1/x", "blobs": str(tmp_path)}
+    )
+    student = make_net(seed=7)
+    kd = Distiller(cfg, study="s", trial_number=0, model=student)
+    x, y = batch()
+    with pytest.warns(RuntimeWarning, match="pool refresh failed"):
+        loss = kd.loss(student(x), y, x)
+    assert torch.allclose(loss, nn.functional.cross_entropy(student(x), y))
+    with pytest.warns(RuntimeWarning, match="registering the model failed"):
+        assert kd.register(metric=0.5) is None
+    stats = kd.stats()
+    assert stats["steps_distilled"] == 0 and len(stats["registry_errors"]) == 2
+    assert "secret" not in repr(stats)
+
+
+def test_sampling_is_reproducible_with_a_seed(reg: Registry, tmp_path: Path) -> None:
+    fill(reg, 4)
+    cfg = config(tmp_path, teachers={"seed": 3})
+    runs = []
+    for _ in range(2):
+        student = make_net(seed=7)
+        kd = Distiller(cfg, study="s", trial_number=9, registry=reg, model=student)
+        x, y = batch()
+        for _ in range(20):
+            kd.loss(student(x), y, x)
+        runs.append(kd._used)
+    assert runs[0] == runs[1] and sum(runs[0].values()) == 20 and len(runs[0]) > 1
+
+
+def test_warmup_ramps_the_weight(reg: Registry, tmp_path: Path) -> None:
+    fill(reg, 1)
+    cfg = config(tmp_path, distill={"warmup": "4ba", "weight": 2.0})
+    kd = Distiller(cfg, study="s", trial_number=5, registry=reg, model=make_net())
+    weights = []
+    for step in range(6):
+        kd._step = step
+        weights.append(kd._weight())
+    assert weights == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
