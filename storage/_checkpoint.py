@@ -55,7 +55,7 @@ def load_torch_file(path: str) -> dict[str, torch.Tensor]:
     """Read a torch checkpoint a framework handed us, with ``weights_only=True`` and no fallback."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means: refuse the file
+    except Exception as exc:  # any failure at all means: refuse the file
         raise BlobError(
             f"refusing torch checkpoint {path}: it is not a plain tensor file ({exc})"
         ) from exc

@@ -8,10 +8,10 @@ import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
-from sqlalchemy import Connection, Engine, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from . import _checkpoint
@@ -30,13 +30,14 @@ from ._records import (
     VerifyReport,
 )
 from ._urls import display_url
-from ._validate import check_json, check_name, check_tags
+from ._validate import check_json, check_name, check_tags, check_text
 from .blobs import BlobStore, key_for, open_store, sha_of_key
 
 DEFAULT_URL = "sqlite:///recycler.db"
 DEFAULT_BLOBS = "./recycler-teachers"
 _LEASE_S = 600.0
-_TEACHERS = TeacherRow.__table__
+_TEACHERS = cast(Table, TeacherRow.__table__)
+_LINEAGE = cast(Table, LineageRow.__table__)
 _LIVE = (Status.PENDING.value, Status.READY.value, Status.QUARANTINED.value)
 
 
@@ -73,7 +74,7 @@ class Registry:
 
     @classmethod
     def from_env(cls, url: str | None = None, blobs: str | None = None) -> Registry:
-        """Registry from arguments, else ``RECYCLER_REGISTRY`` / ``RECYCLER_BLOBS``, else defaults."""
+        """Registry from arguments, else ``RECYCLER_REGISTRY``/``RECYCLER_BLOBS``, else defaults."""
         return cls(
             url or os.environ.get("RECYCLER_REGISTRY") or DEFAULT_URL,
             blobs or os.environ.get("RECYCLER_BLOBS") or DEFAULT_BLOBS,
@@ -128,6 +129,14 @@ class Registry:
         Idempotent: the same study, trial, step and weights give back the same teacher.
         """
         check_name("study", study)
+        for what, text_value, limit in (
+            ("framework", framework, 64),
+            ("trial_state", trial_state, 32),
+            ("metric_name", metric_name, 255),
+            ("trial_id", trial_id, 512),
+            ("output_signature", output_signature, 1024),
+        ):
+            check_text(what, text_value, limit)
         if not isinstance(trial_number, int) or trial_number < 0:
             raise ValueError(f"trial_number must be an int >= 0, got {trial_number!r}")
         direction = Direction(direction)
@@ -183,8 +192,10 @@ class Registry:
                     .where(TeacherRow.id == row_id, TeacherRow.status == Status.PENDING.value)
                     .values(status=Status.READY.value, updated_at=_now())
                 ).rowcount
-            if flipped or self.get(row_id).status is Status.READY:
-                return self.get(row_id)
+            now = self._find(row_id)
+            if now is not None and (flipped or now.status is Status.READY):
+                return now
+            # gc dropped our PENDING row as stale (and maybe the blob): claim again
         raise StorageError(f"could not register {study} trial {trial_number}: gc raced it 3 times")
 
     def _claim(self, fields: Mapping[str, Any]) -> tuple[int, bool]:
@@ -212,10 +223,10 @@ class Registry:
                         )
                         return int(row.id), False
                     values = dict(fields, status=Status.PENDING.value)
-                    ins = insert(TeacherRow.__table__).values(
-                        **values, created_at=now, updated_at=now
-                    )
-                    return int(conn.execute(ins).inserted_primary_key[0]), False
+                    ins = insert(_TEACHERS).values(**values, created_at=now, updated_at=now)
+                    new_id = conn.execute(ins).inserted_primary_key  # no RETURNING: old SQLite
+                    assert new_id is not None
+                    return int(new_id[0]), False
             except IntegrityError:
                 if attempt:
                     raise
@@ -245,11 +256,15 @@ class Registry:
 
     def get(self, teacher_id: int) -> TeacherRecord:
         """The teacher with this id, in any status."""
+        rec = self._find(teacher_id)
+        if rec is None:
+            raise TeacherNotFoundError(f"no teacher with id {teacher_id} in {self.url}")
+        return rec
+
+    def _find(self, teacher_id: int) -> TeacherRecord | None:
         with reading(self._engine()) as conn:
             row = conn.execute(_TEACHERS.select().where(TeacherRow.id == teacher_id)).first()
-        if row is None:
-            raise TeacherNotFoundError(f"no teacher with id {teacher_id} in {self.url}")
-        return self._record(row)
+        return None if row is None else self._record(row)
 
     def query(self, query: TeacherQuery | None = None, /, **filters: Any) -> list[TeacherRecord]:
         """Teachers matching a ``TeacherQuery`` (or its fields as keywords); READY by default."""
@@ -270,26 +285,38 @@ class Registry:
 
     def load(self, teacher: int | TeacherRecord) -> Checkpoint:
         """Read and verify a READY teacher's weights; a bad blob quarantines the teacher."""
-        rec = teacher if isinstance(teacher, TeacherRecord) else self.get(teacher)
-        if rec.status is not Status.READY:
-            raise BlobError(f"teacher {rec.id} is {rec.status.value}, not READY: not loaded")
-        with self.lease(rec.id):
+        teacher_id = teacher.id if isinstance(teacher, TeacherRecord) else teacher
+        with self.lease(teacher_id):
+            rec = self.get(teacher_id)  # re-read under the lease: a caller's record may be stale
+            if rec.status is not Status.READY:
+                raise BlobError(f"teacher {rec.id} is {rec.status.value}, not READY: not loaded")
             try:
                 data = self._store.get(key_for(rec.sha256))
             except BlobError as exc:
-                self.quarantine(rec.id, f"blob missing: {exc}")
+                self._quarantine_ready(rec.id, f"blob missing: {exc}")
                 raise BlobError(f"teacher {rec.id}: {exc}; quarantined") from exc
             got = _checkpoint.sha256(data)
             if got != rec.sha256:
                 reason = f"sha256 mismatch: expected {rec.sha256}, blob has {got}"
-                self.quarantine(rec.id, reason)
-                raise BlobCorruptError(f"teacher {rec.id} failed its checksum ({reason}); quarantined")
+                self._quarantine_ready(rec.id, reason)
+                raise BlobCorruptError(
+                    f"teacher {rec.id} failed its checksum ({reason}); quarantined"
+                )
             try:
                 tensors, metadata = _checkpoint.decode(data)
             except BlobError as exc:
-                self.quarantine(rec.id, str(exc))
+                self._quarantine_ready(rec.id, str(exc))
                 raise BlobError(f"teacher {rec.id}: {exc}; quarantined") from exc
         return Checkpoint(teacher=rec, tensors=tensors, metadata=metadata)
+
+    def _quarantine_ready(self, teacher_id: int, reason: str) -> None:
+        """Quarantine a teacher found bad by a reader, unless it left READY meanwhile."""
+        with writing(self._engine()) as conn:
+            conn.execute(
+                update(TeacherRow)
+                .where(TeacherRow.id == teacher_id, TeacherRow.status == Status.READY.value)
+                .values(status=Status.QUARANTINED.value, reason=reason, updated_at=_now())
+            )
 
     @contextlib.contextmanager
     def lease(self, teacher_id: int, seconds: float = _LEASE_S) -> Iterator[None]:
@@ -322,13 +349,19 @@ class Registry:
         bad: list[int] = []
         records = self.query(status=Status.READY)
         for rec in records:
-            with contextlib.suppress(BlobError):
-                data = self._store.get(key_for(rec.sha256))
-                if _checkpoint.sha256(data) == rec.sha256:
+            try:
+                got = _checkpoint.sha256(self._store.get(key_for(rec.sha256)))
+            except BlobError as exc:
+                reason = f"blob missing: {exc}"
+            else:
+                if got == rec.sha256:
                     continue
+                reason = f"sha256 mismatch: expected {rec.sha256}, blob has {got}"
             bad.append(rec.id)
-            self.quarantine(rec.id, "verify: blob missing or sha256 mismatch")
-        return VerifyReport(checked=len(records), ok=len(records) - len(bad), quarantined=tuple(bad))
+            self._quarantine_ready(rec.id, f"verify: {reason}")
+        return VerifyReport(
+            checked=len(records), ok=len(records) - len(bad), quarantined=tuple(bad)
+        )
 
     # -- lineage -------------------------------------------------------------------------
 
@@ -357,7 +390,7 @@ class Registry:
             ).rowcount
             if not done:
                 conn.execute(
-                    LineageRow.__table__.insert().values(
+                    _LINEAGE.insert().values(
                         study=study,
                         trial_number=trial_number,
                         teacher_id=teacher_id,
@@ -368,7 +401,7 @@ class Registry:
 
     def lineage(self, study: str, trial_number: int | None = None) -> list[LineageRecord]:
         """Lineage rows of a study (or of one trial), by trial then teacher."""
-        stmt = LineageRow.__table__.select().where(LineageRow.study == study)
+        stmt = _LINEAGE.select().where(LineageRow.study == study)
         if trial_number is not None:
             stmt = stmt.where(LineageRow.trial_number == trial_number)
         stmt = stmt.order_by(LineageRow.trial_number, LineageRow.teacher_id)
@@ -401,7 +434,7 @@ class Registry:
         cutoff = now - dt.timedelta(seconds=grace_seconds)
         with writing(self._engine()) as conn:
             pending = conn.execute(
-                TeacherRow.__table__.delete().where(
+                _TEACHERS.delete().where(
                     TeacherRow.status == Status.PENDING.value, TeacherRow.updated_at < cutoff
                 )
             ).rowcount
@@ -412,7 +445,9 @@ class Registry:
             with writing(self._engine()) as conn:
                 _lock_sha(conn, sha)
                 rows = conn.execute(
-                    select(TeacherRow.status, TeacherRow.lease_until).where(TeacherRow.sha256 == sha)
+                    select(TeacherRow.status, TeacherRow.lease_until).where(
+                        TeacherRow.sha256 == sha
+                    )
                 ).all()
                 if any(r.status in _LIVE for r in rows):
                     continue

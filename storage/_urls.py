@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -12,7 +12,9 @@ from ._errors import ConfigurationError
 
 _MASK = "***"
 _PASSWORD_KEYS = {"password", "pass", "pwd", "passwd"}
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")
+# the password runs to the last "@" of the authority: an unencoded "@" in it is masked too
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@")
+_BARE_USERINFO = re.compile(r"(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@")
 _QUERY_PW = re.compile(r"(?i)\b(password|passwd|pwd|pass)=([^&\s'\"]*)")
 
 
@@ -48,16 +50,17 @@ def parse_db_url(url: str) -> URL:
         )
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         # the driver's message repeats the URL, password included: do not chain it
+        shown = _BARE_USERINFO.sub(lambda m: f"{m['user']}:{_MASK}@", display_url(url))
         raise ConfigurationError(
-            f"registry URL {redact(url)!r} is not a database URL: use e.g. "
+            f"registry URL {shown!r} is not a database URL: use e.g. "
             "sqlite:///recycler.db or postgresql+psycopg://user@host/db"
         ) from None
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         raise ConfigurationError(
-            f"registry URL {redact(url)!r} names backend {backend!r}; recycler supports "
+            f"registry URL {display_url(url)!r} names backend {backend!r}; recycler supports "
             "sqlite and postgresql (postgresql+psycopg://...)"
         )
     query = dict(parsed.query)
@@ -70,9 +73,19 @@ def parse_db_url(url: str) -> URL:
 
 
 def display_url(url: str) -> str:
-    """A URL fit for logs and CLI output: the password (wherever it was) is masked."""
-    parts = urlsplit(url)
-    query = urlencode(
-        [(k, _MASK if k.lower() in _PASSWORD_KEYS else v) for k, v in parse_qsl(parts.query)]
-    )
-    return redact(urlunsplit(parts._replace(query=query)))
+    """A URL fit for logs and CLI output: the password (wherever it was) is masked.
+
+    Only the secrets change: ``sqlite:////abs/path.db`` keeps its slashes.
+
+    Example:
+        >>> display_url("postgresql://me:pw@db/reg?sslmode=require&password=pw")
+        'postgresql://me:***@db/reg?sslmode=require&password=***'
+    """
+    head, sep, query = url.partition("?")
+    pairs = []
+    for pair in query.split("&") if sep else []:
+        name = unquote_plus(pair.partition("=")[0])
+        pairs.append(
+            f"{pair.partition('=')[0]}={_MASK}" if name.lower() in _PASSWORD_KEYS else pair
+        )
+    return redact(head + sep + "&".join(pairs))

@@ -11,8 +11,26 @@ from typing import Any
 def check_name(what: str, value: object) -> str:
     """A non-empty string without NUL (any other character, quotes included, is fine)."""
     if not isinstance(value, str) or not value or "\x00" in value or len(value) > 512:
-        raise ValueError(f"{what} must be a non-empty string of at most 512 characters without NUL, got {value!r}")
+        raise ValueError(
+            f"{what} must be a non-empty string of at most 512 characters without NUL, "
+            f"got {value!r}"
+        )
     return value
+
+
+def check_text(what: str, value: object, limit: int) -> None:
+    """None, or a string without NUL of at most ``limit`` characters (its column's size).
+
+    Checked here so that every backend refuses the same values: PostgreSQL would reject an
+    over-long value while SQLite would silently store it.
+    """
+    if value is None:
+        return
+    if not isinstance(value, str) or "\x00" in value or len(value) > limit:
+        shown = f"{len(value)} characters" if isinstance(value, str) else repr(value)
+        raise ValueError(
+            f"{what} must be a string of at most {limit} characters without NUL, got {shown}"
+        )
 
 
 def check_tags(tags: Mapping[str, str]) -> Mapping[str, str]:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy import URL, Connection, Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from .._errors import RegistryUnavailableError
-from .._urls import parse_db_url, redact, scrub
+from .._errors import ConfigurationError, RegistryUnavailableError
+from .._urls import display_url, parse_db_url, redact, scrub
 
 _WRITE = "recycler_write"
 _BUSY_TIMEOUT_S = 60.0
@@ -40,8 +41,22 @@ def dispose_all() -> None:
         _engines.clear()
 
 
+atexit.register(dispose_all)  # pooled connections are closed, not left to the finalizers
+
+
 def _create(url: str) -> Engine:
     parsed = parse_db_url(url)
+    try:
+        return _create_parsed(parsed)
+    except (ArgumentError, ImportError) as exc:  # unknown driver, or its module not installed
+        raise ConfigurationError(
+            f"registry URL {display_url(url)!r} cannot be used: {type(exc).__name__}: "
+            f"{scrub(str(exc), url)} (use sqlite:///... or postgresql+psycopg://..., and "
+            "pip install 'recycler[postgres]' for PostgreSQL)"
+        ) from None
+
+
+def _create_parsed(parsed: URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database not in ("", ":memory:") and not database.startswith("file:"):

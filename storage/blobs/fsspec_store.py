@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._errors import BlobError, ConfigurationError, UnsafeKeyError
+from .._urls import display_url, scrub
 from ._keys import check_key
 
 
@@ -26,12 +27,12 @@ class FsspecBlobStore:
             fs, root = fsspec.core.url_to_fs(url, **storage_options)
         except (ImportError, ValueError) as exc:
             raise ConfigurationError(
-                f"blob store {url!r} cannot be opened: {exc} (install the fsspec backend, "
-                "e.g. pip install 'recycler[s3]')"
-            ) from exc
+                f"blob store {display_url(url)!r} cannot be opened: {scrub(str(exc), url)} "
+                "(install the fsspec backend, e.g. pip install 'recycler[s3]')"
+            ) from None
         self._fs = fs
         self._root = str(root).rstrip("/")
-        self._url = url.rstrip("/")
+        self._url = display_url(url.rstrip("/"))  # shown and stored in rows: no credentials
 
     @property
     def url(self) -> str:

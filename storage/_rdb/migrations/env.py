@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from storage._rdb.engine import get_engine, writing
 from storage._rdb.models import Base
@@ -10,7 +11,7 @@ from storage._rdb.models import Base
 VERSION_TABLE = "recycler_schema"
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

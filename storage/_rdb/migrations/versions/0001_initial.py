@@ -49,9 +49,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("study", sa.String(512), nullable=False),
         sa.Column("trial_number", sa.Integer, nullable=False),
-        sa.Column(
-            "teacher_id", sa.Integer, sa.ForeignKey("recycler_teachers.id"), nullable=False
-        ),
+        sa.Column("teacher_id", sa.Integer, sa.ForeignKey("recycler_teachers.id"), nullable=False),
         sa.Column("steps_distilled", sa.BigInteger, nullable=False),
         sa.Column("weight", sa.Float, nullable=False),
         sa.Column("overhead", sa.Float),
