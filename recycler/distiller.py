@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 import warnings
 import zlib
@@ -58,6 +59,7 @@ class Distiller:
         direction: Direction | str = Direction.MAXIMIZE,
         metric_name: str | None = None,
         output_signature: str | None = None,
+        background_refresh: bool = True,
     ) -> None:
         self.config = config or RecycleConfig()
         self.study = self.config.study or study
@@ -69,6 +71,7 @@ class Distiller:
         self.metric_name = metric_name
         self.registry = registry or Registry(self.config.registry, self.config.blobs)
         self._signature = output_signature
+        self._classes: int | None = None
         self._model = model
         self._build = build
         self._pool: TeacherPool | None = None
@@ -98,6 +101,10 @@ class Distiller:
         self._used: dict[int, int] = {}
         self._errors: list[str] = []
         self._registered: TeacherRecord | None = None
+        # pool refreshes after the first run in a background thread: training never waits
+        self._background = background_refresh
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[tuple[list[TeacherRecord], dict[int, nn.Module | str]]] | None = None
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -204,8 +211,13 @@ class Distiller:
     def _distils_now(self, student_logits: torch.Tensor) -> bool:
         if self.config.distill.weight == 0:
             return False
+        if self._pending is not None and self._pending.done():
+            self._apply_pending()
         if self._due_refresh():
-            self.refresh(student_logits)
+            if self._pool is None or not self._background:
+                self.refresh(student_logits)
+            elif self._pending is None:
+                self._refresh_in_background()
         pool = self._pool
         if pool is None or len(pool) < self.config.teachers.min_pool or len(pool) == 0:
             return False
@@ -280,36 +292,83 @@ class Distiller:
         return self._step - self._last_refresh_step >= max(1.0, self._span(every))
 
     def refresh(self, student_logits: torch.Tensor | None = None) -> list[TeacherRecord]:
-        """Re-query the registry for the pool; teachers already held are not reloaded.
+        """Re-query the registry for the pool now; teachers already held are not reloaded.
 
         A registry outage keeps the current pool (possibly none) and is recorded in
         :meth:`stats`; training goes on.
         """
-        self._last_refresh_step = self._step
-        self._last_refresh_epoch = self.epoch
-        if self._signature is None and student_logits is not None:
-            self._signature = output_signature(student_logits)
+        self._mark_refresh(student_logits)
+        if self._pool is None:
+            self._pool = self._new_pool(student_logits)
         try:
-            records = self._candidates()
-            self._finished_trials = self.registry.count_finished_trials(self.study)
+            chosen = self._select()
         except StorageError as exc:
             self._note_error(f"pool refresh failed: {exc}")
             return self.teachers
+        self._pool.set_pool(chosen)
+        return self._pool.records
+
+    def sync(self) -> list[TeacherRecord]:
+        """Wait for a background refresh in flight and apply it; returns the pool."""
+        if self._pending is not None:
+            self._pending.exception()  # waits; errors are handled when applied
+            self._apply_pending()
+        return self.teachers
+
+    def close(self) -> None:
+        """Stop the background refresh (a refresh in flight finishes on its own)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._pending = None
+
+    def _mark_refresh(self, student_logits: torch.Tensor | None) -> None:
+        self._last_refresh_step = self._step
+        self._last_refresh_epoch = self.epoch
+        if student_logits is not None:
+            self._classes = int(student_logits.shape[-1])
+            if self._signature is None:
+                self._signature = output_signature(student_logits)
+
+    def _refresh_in_background(self) -> None:
+        pool = self._pool
+        assert pool is not None
+        self._mark_refresh(None)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="recycler-refresh")
+
+        def work() -> tuple[list[TeacherRecord], dict[int, nn.Module | str]]:
+            chosen = self._select()
+            return chosen, pool.prepare(chosen)
+
+        self._pending = self._executor.submit(work)
+
+    def _apply_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        assert pending is not None and self._pool is not None
+        try:
+            chosen, prepared = pending.result()
+        except StorageError as exc:
+            self._note_error(f"pool refresh failed: {exc}")
+            return
+        self._pool.set_pool(chosen, prepared)
+
+    def _select(self) -> list[TeacherRecord]:
+        """Query the registry and pick the pool (no change to the pool itself)."""
+        records = self._candidates()
+        if TimeUnit.TRIAL in self._schedule.units:
+            self._finished_trials = self.registry.count_finished_trials(self.study)
         cfg = self.config.teachers
         kept, dropped = eligible(
             records,
             include_pruned=cfg.include_pruned,
             include_intermediate=cfg.include_intermediate,
             quality_gate=cfg.quality_gate,
-            chance_metric=self._chance(student_logits),
+            chance_metric=self._chance(),
         )
         for rec, why in dropped:
             log.info("teacher %s left out of the pool: %s", rec.id, why)
-        chosen = select_pool(kept, policy=cfg.policy, k=cfg.pool, rng=self._rng)
-        if self._pool is None:
-            self._pool = self._new_pool(student_logits)
-        self._pool.set_pool(chosen)
-        return self._pool.records
+        return select_pool(kept, policy=cfg.policy, k=cfg.pool, rng=self._rng)
 
     def _candidates(self) -> list[TeacherRecord]:
         studies = (self.study, *self.config.teachers.studies)
@@ -339,13 +398,13 @@ class Distiller:
         device = student_logits.device if student_logits is not None else None
         return pool.to(device) if device is not None else pool
 
-    def _chance(self, student_logits: torch.Tensor | None) -> float | None:
+    def _chance(self) -> float | None:
         cfg = self.config.teachers
         if cfg.chance_metric is not None or not cfg.quality_gate:
             return cfg.chance_metric
         name = (self.metric_name or "").lower()
-        if student_logits is not None and "acc" in name and self.direction is Direction.MAXIMIZE:
-            return 1.0 / student_logits.shape[-1]
+        if self._classes and "acc" in name and self.direction is Direction.MAXIMIZE:
+            return 1.0 / self._classes  # accuracy at chance level
         return None
 
     # -- the end of the trial ------------------------------------------------------------
@@ -368,6 +427,7 @@ class Distiller:
         model = model or self._model
         if model is None:
             raise ValueError("register() needs the model (or attach it first)")
+        self.close()
         try:
             rec = self.registry.register(
                 model.state_dict(),

@@ -86,6 +86,11 @@ class Schedule(ABC):
     def _units(self) -> set[TimeUnit]:
         """The units this schedule mentions."""
 
+    @property
+    def units(self) -> frozenset[TimeUnit]:
+        """The units this schedule mentions (e.g. whether it needs the finished-trial count)."""
+        return frozenset(self._units())
+
     def active_steps(
         self,
         *,

@@ -74,7 +74,11 @@ class TeacherPool:
         if template is None and build is None:
             raise ValueError("TeacherPool needs the student model (template) or build(params)")
         self._registry = registry
-        self._template = template
+        # a private copy of the student's architecture, taken now: later copies must not race
+        # the optimizer that is updating the student (teachers may load in a background thread)
+        self._blueprint = (
+            copy.deepcopy(template).to("cpu") if template is not None and build is None else None
+        )
         self._build = build
         self._max_on_device = max(1, max_on_device)
         self._autocast = autocast
@@ -101,18 +105,43 @@ class TeacherPool:
     def __len__(self) -> int:
         return len(self._records)
 
-    def set_pool(self, records: Sequence[TeacherRecord]) -> None:
-        """Make ``records`` the pool: load the new ones, keep the held ones, drop the rest."""
+    def prepare(self, records: Sequence[TeacherRecord]) -> dict[int, nn.Module | str]:
+        """Load the teachers of ``records`` not held yet: id -> model, or why it failed.
+
+        Changes nothing in the pool, so it may run in a background thread while training goes on.
+        """
+        return {
+            rec.id: self._load(rec)
+            for rec in records
+            if rec.id not in self._models and rec.id not in self._skipped
+        }
+
+    def set_pool(
+        self,
+        records: Sequence[TeacherRecord],
+        prepared: Mapping[int, nn.Module | str] | None = None,
+    ) -> None:
+        """Make ``records`` the pool: load the new ones, keep the held ones, drop the rest.
+
+        A teacher that fails to load is skipped with one warning and never retried.
+        """
+        loaded = dict(prepared or {})
+        loaded.update(self.prepare([r for r in records if r.id not in loaded]))
         keep: list[TeacherRecord] = []
         for rec in records:
-            if rec.id in self._skipped:
-                continue
-            if rec.id not in self._models:
-                model = self._load(rec)
-                if model is None:
-                    continue
-                self._models[rec.id] = model
-            keep.append(rec)
+            got = loaded.get(rec.id)
+            if isinstance(got, str):
+                self._skipped[rec.id] = got
+                warnings.warn(
+                    f"recycler: teacher {rec.id} (study {rec.study!r} trial {rec.trial_number}) "
+                    f"skipped: {got}",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            elif got is not None:
+                self._models[rec.id] = got
+            if rec.id in self._models:
+                keep.append(rec)
         wanted = {r.id for r in keep}
         for tid in [t for t in self._models if t not in wanted]:
             del self._models[tid]
@@ -121,23 +150,15 @@ class TeacherPool:
             self._fused = None
         self._records = keep
 
-    def _load(self, rec: TeacherRecord) -> nn.Module | None:
+    def _load(self, rec: TeacherRecord) -> nn.Module | str:
         try:
             ckpt = self._registry.load(rec)
-            model = self._build(rec.params) if self._build else copy.deepcopy(self._template)
+            model = self._build(rec.params) if self._build else copy.deepcopy(self._blueprint)
             assert model is not None
             model.load_state_dict(dict(ckpt.tensors), strict=True)
         except (StorageError, RuntimeError, KeyError, ValueError, TypeError) as exc:
             detail = " ".join(str(exc).split())
-            reason = f"{type(exc).__name__}: {detail[:300]}"
-            self._skipped[rec.id] = reason
-            warnings.warn(
-                f"recycler: teacher {rec.id} (study {rec.study!r} trial {rec.trial_number}) "
-                f"skipped: {reason}",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            return None
+            return f"{type(exc).__name__}: {detail[:300]}"
         model.eval()
         model.requires_grad_(False)
         return model.to("cpu")

@@ -1,0 +1,184 @@
+"""What distillation costs per training step, measured side by side in one run.
+
+A small CNN (the demo's 3-layer Conv1d+BatchNorm net on MNIST-1D-shaped batches) is trained
+for a few hundred steps in each mode, interleaved round by round so machine noise hits every
+mode alike. Reported: the median step time of each mode and its ratio to the plain step.
+
+    python examples/benchmarks/kd_overhead.py            # about 1-2 minutes on 2 CPU cores
+    python examples/benchmarks/kd_overhead.py --quick    # a smoke run
+
+Modes:
+  plain           student forward + cross-entropy + backward + SGD step
+  floor           plain + one teacher forward (the least any sample-1 KD step can cost)
+  sample-1        Distiller, one teacher sampled per step from a pool of 5
+  all-5 loop      plain + the 5-teacher ensemble, one teacher after another, + the KD loss
+  all-5 fused     plain + the 5 teachers in one vmapped call + the KD loss
+  all-5 Distiller Distiller with per_step: all (the ensemble every step)
+  2-of-20 epochs  Distiller on the schedule "every 20ep for 2ep", amortised over 20 epochs
+  cached          Distiller with the teacher-logit cache, after its first (filling) epoch
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from recycler._fused import FusedEnsemble, loop_forward
+from recycler.config import RecycleConfig
+from recycler.demo.task import ConvNet1D
+from recycler.distiller import Distiller
+from recycler.losses import kd_loss
+from storage import Registry
+
+Step = Callable[[int], None]
+TARGETS = {
+    "sample-1": ("floor", 1.05, "sample-1 within 5% of its floor"),
+    "2-of-20 epochs": ("plain", 1.10, "scheduled <= 1.1x plain"),
+    "all-5 fused": ("all-5 loop", 1.0, "fused all-5 faster than the loop"),
+    "cached": ("plain", 1.05, "cached <= 1.05x plain"),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few steps: a smoke run")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier)")
+    ap.add_argument("--rounds", type=int, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rounds = args.rounds or (3 if args.quick else 12)
+    steps_per_epoch = 10
+    steps = 4 * steps_per_epoch if args.quick else 20 * steps_per_epoch  # one 20-epoch period
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bench = Bench(Path(tmp), batch=args.batch, steps_per_epoch=steps_per_epoch)
+        modes = bench.modes()
+        times: dict[str, list[float]] = {name: [] for name in modes}
+        for step in modes.values():  # warm-up (and the cache's filling epoch)
+            for i in range(steps_per_epoch * 2):
+                step(i)
+        for r in range(rounds):
+            for name, step in modes.items():
+                per_step = []
+                for i in range(steps):
+                    start = time.perf_counter()
+                    step(i)
+                    per_step.append(time.perf_counter() - start)
+                # the schedule is amortised over its whole period: the mean, not the median
+                times[name].append(
+                    statistics.fmean(per_step)
+                    if name == "2-of-20 epochs"
+                    else statistics.median(per_step)
+                )
+            print(f"round {r + 1}/{rounds} done", flush=True)
+    report(times, args)
+
+
+class Bench:
+    """The student, five registered teachers and one step function per mode."""
+
+    def __init__(self, root: Path, *, batch: int, steps_per_epoch: int) -> None:
+        self.root = root
+        self.steps_per_epoch = steps_per_epoch
+        self.registry = Registry(f"sqlite:///{root / 'r.db'}", root / "blobs")
+        g = torch.Generator().manual_seed(0)
+        self.data = [
+            (torch.randn(batch, 1, 40, generator=g), torch.randint(0, 10, (batch,), generator=g))
+            for _ in range(steps_per_epoch)
+        ]
+        self.ids = [torch.arange(i * batch, (i + 1) * batch) for i in range(steps_per_epoch)]
+        self.teachers = []
+        for trial in range(5):
+            torch.manual_seed(trial)
+            net = ConvNet1D(32).eval()
+            self.registry.register(
+                net.state_dict(),
+                study="bench",
+                trial_number=trial,
+                metric_name="accuracy",
+                metric_value=0.5 + trial / 100,
+                output_signature="logits/2d/10",
+            )
+            self.teachers.append(net.requires_grad_(False))
+        self.fused = FusedEnsemble(self.teachers)
+
+    def student(self) -> tuple[ConvNet1D, torch.optim.Optimizer]:
+        torch.manual_seed(99)
+        net = ConvNet1D(32)
+        return net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def manual(self, teachers: Callable[[torch.Tensor], torch.Tensor] | None) -> Step:
+        net, opt = self.student()
+
+        def step(i: int) -> None:
+            x, y = self.data[i % self.steps_per_epoch]
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            if teachers is not None:
+                with torch.inference_mode():
+                    t = teachers(x)
+                if t.dim() == 3:  # all-5 fused: [5, B, C] -> mean, then the KD term
+                    loss = loss + kd_loss(logits, t.mean(0))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+
+        return step
+
+    def distilled(self, **sections: object) -> Step:
+        net, opt = self.student()
+        cfg = RecycleConfig.from_dict(
+            {"registry": self.registry._url, "blobs": str(self.root / "blobs"), **sections}
+        )
+        kd = Distiller(cfg, study="bench", trial_number=5, registry=self.registry, model=net)
+        kd.plan(epochs=10_000, steps_per_epoch=self.steps_per_epoch)
+
+        def step(i: int) -> None:
+            x, y = self.data[i % self.steps_per_epoch]
+            loss = kd.loss(net(x), y, x, sample_ids=self.ids[i % self.steps_per_epoch])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+
+        return step
+
+    def modes(self) -> dict[str, Step]:
+        one = self.teachers[0]
+        return {
+            "plain": self.manual(None),
+            "floor": self.manual(lambda x: one(x)),
+            "sample-1": self.distilled(teachers={"per_step": 1}),
+            "all-5 loop": self.manual(lambda x: loop_forward(self.teachers, x)),
+            "all-5 fused": self.manual(self.fused),
+            "all-5 Distiller": self.distilled(teachers={"per_step": "all"}),
+            "2-of-20 epochs": self.distilled(distill={"schedule": "every 20ep for 2ep"}),
+            "cached": self.distilled(distill={"cache": True}),
+        }
+
+
+def report(times: dict[str, list[float]], args: argparse.Namespace) -> None:
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+    plain = median["plain"]
+    print(f"\nKD overhead per training step (batch {args.batch}, {args.threads} thread(s))")
+    print(f"{'mode':<16} {'step ms':>9} {'x plain':>8} {'x floor':>8}")
+    for name, value in median.items():
+        print(
+            f"{name:<16} {value * 1e3:>9.3f} {value / plain:>8.3f} {value / median['floor']:>8.3f}"
+        )
+    print("\ntargets")
+    for name, (base, limit, text) in TARGETS.items():
+        ratio = median[name] / median[base]
+        verdict = "met" if ratio <= limit else "MISSED"
+        print(f"  {text:<36} {name}/{base} = {ratio:.3f} (<= {limit}): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
