@@ -9,16 +9,48 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from storage import Registry, TeacherQuery, TeacherRecord
 
-from .config import DistillConfig, RecycleConfig, RegisterConfig, TeachersConfig
-from .distiller import Distiller, output_signature
 from .errors import ConfigError, MissingExtraError, RecyclerError
-from .losses import kd_loss, register_loss
-from .sampling import StepSampler, eligible, select_pool
-from .schedule import Schedule
-from .teachers import TeacherPool
-from .time import Clock, Time, TimeUnit
+
+if TYPE_CHECKING:
+    from .config import DistillConfig, RecycleConfig, RegisterConfig, TeachersConfig
+    from .distiller import Distiller, output_signature
+    from .losses import kd_loss, register_loss
+    from .sampling import StepSampler, eligible, select_pool
+    from .schedule import Schedule
+    from .teachers import TeacherPool
+    from .time import Clock, Time, TimeUnit
+
+# torch-backed names load on first use, so `recycler` (and its CLI) starts without torch
+_LAZY = {
+    "DistillConfig": "config",
+    "RecycleConfig": "config",
+    "RegisterConfig": "config",
+    "TeachersConfig": "config",
+    "Distiller": "distiller",
+    "output_signature": "distiller",
+    "kd_loss": "losses",
+    "register_loss": "losses",
+    "StepSampler": "sampling",
+    "eligible": "sampling",
+    "select_pool": "sampling",
+    "Schedule": "schedule",
+    "TeacherPool": "teachers",
+    "Clock": "time",
+    "Time": "time",
+    "TimeUnit": "time",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'recycler' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

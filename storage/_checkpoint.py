@@ -5,12 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+if TYPE_CHECKING:  # torch is imported on use: the CLI's reads never need it
+    import torch
 
 from ._errors import BlobError
 
@@ -20,6 +18,9 @@ _META_KEY = "recycler"
 
 def encode(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
     """Serialise a state dict (tied weights and views are copied) with JSON metadata."""
+    import torch
+    from safetensors.torch import save as st_save
+
     flat: dict[str, torch.Tensor] = {}
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor):
@@ -30,6 +31,9 @@ def encode(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> 
 
 def decode(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Parse safetensors bytes; anything else (a pickle, a torch zip) raises ``BlobError``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as st_load
+
     if len(data) < 8 or data[8:9] != b"{":
         raise BlobError("checkpoint is not a safetensors file (pickled checkpoints are refused)")
     try:
@@ -53,6 +57,8 @@ def sha256(data: bytes) -> str:
 
 def load_torch_file(path: str) -> dict[str, torch.Tensor]:
     """Read a torch checkpoint a framework handed us, with ``weights_only=True`` and no fallback."""
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure at all means: refuse the file

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, case, exists, func, select
+from sqlalchemy import Select, exists, func, select
 
 from ._rdb.models import TeacherRow
-from ._records import Direction, Status
+from ._records import Status
 
 #: The fields results may be ordered by; anything else is refused.
 ORDER_FIELDS: Mapping[str, Any] = {
@@ -90,11 +90,8 @@ def build_select(q: TeacherQuery, dialect: str) -> Select[Any]:
         stmt = stmt.where(t.trial_number.not_in(list(q.exclude_trials)))
     if q.trial_below is not None:
         stmt = stmt.where(t.trial_number < q.trial_below)
-    if q.top_k is not None:
-        badness = case(
-            (t.direction == Direction.MINIMIZE.value, t.metric_value), else_=-t.metric_value
-        )
-        return stmt.where(t.metric_value.is_not(None)).order_by(badness, t.id).limit(q.top_k)
+    if q.top_k is not None:  # best first whatever each row's direction (an index scan)
+        return stmt.where(t.score.is_not(None)).order_by(t.score.desc(), t.id).limit(q.top_k)
     column = ORDER_FIELDS[q.order_by]
     stmt = stmt.order_by(column.desc() if q.descending else column.asc(), t.id)
     return stmt.limit(q.limit) if q.limit is not None else stmt

@@ -8,9 +8,8 @@ import json
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import torch
 from sqlalchemy import Connection, Engine, Table, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
@@ -32,6 +31,9 @@ from ._records import (
 from ._urls import display_url
 from ._validate import check_json, check_name, check_tags, check_text
 from .blobs import BlobStore, key_for, open_store, sha_of_key
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_URL = "sqlite:///recycler.db"
 DEFAULT_BLOBS = "./recycler-teachers"
@@ -166,6 +168,7 @@ class Registry:
             params=params,
             metric_name=metric_name,
             metric_value=value,
+            score=None if value is None else (-value if direction is Direction.MINIMIZE else value),
             direction=direction.value,
             step=int(step),
             epoch=epoch,
@@ -345,20 +348,33 @@ class Registry:
                 )
 
     def verify(self) -> VerifyReport:
-        """Re-check every READY blob; quarantine each one that is missing or corrupt."""
-        bad: list[int] = []
+        """Re-check every READY blob; quarantine each one that is missing or corrupt.
+
+        If the store holds none of the READY blobs at all, the store is more likely wrong than
+        every blob lost: that raises ``BlobError`` and quarantines nothing.
+        """
         records = self.query(status=Status.READY)
+        found: list[tuple[TeacherRecord, str | None]] = []
         for rec in records:
             try:
                 got = _checkpoint.sha256(self._store.get(key_for(rec.sha256)))
             except BlobError as exc:
-                reason = f"blob missing: {exc}"
-            else:
-                if got == rec.sha256:
-                    continue
-                reason = f"sha256 mismatch: expected {rec.sha256}, blob has {got}"
-            bad.append(rec.id)
-            self._quarantine_ready(rec.id, f"verify: {reason}")
+                found.append((rec, f"blob missing: {exc}"))
+                continue
+            ok = got == rec.sha256
+            found.append(
+                (rec, None if ok else f"sha256 mismatch: expected {rec.sha256}, got {got}")
+            )
+        missing = sum(1 for _, why in found if why and why.startswith("blob missing"))
+        if records and missing == len(records):
+            raise BlobError(
+                f"blob store {self._store.url} holds none of the {len(records)} READY teachers' "
+                "blobs: is it the right store (--blobs / RECYCLER_BLOBS)? Nothing was quarantined"
+            )
+        bad = [rec.id for rec, why in found if why is not None]
+        for rec, why in found:
+            if why is not None:
+                self._quarantine_ready(rec.id, f"verify: {why}")
         return VerifyReport(
             checked=len(records), ok=len(records) - len(bad), quarantined=tuple(bad)
         )

@@ -10,10 +10,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.pool import NullPool
 
-from .._errors import ConfigurationError, RegistryUnavailableError
+from .._errors import ConfigurationError, RegistryUnavailableError, StorageError
 from .._urls import display_url, parse_db_url, redact, scrub
 
 _WRITE = "recycler_write"
@@ -132,7 +138,14 @@ def _translated(engine: Engine) -> Iterator[None]:
                 f"registry {redact(engine.url.render_as_string())} is unreachable: "
                 f"{scrub(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc), url)}"
             ) from None
-        raise
+        if isinstance(exc, IntegrityError):
+            raise  # callers handle constraint races themselves
+        url = engine.url.render_as_string(hide_password=False)
+        first = (str(exc.orig) if exc.orig else str(exc)).strip().splitlines()
+        raise StorageError(
+            f"registry {redact(engine.url.render_as_string())} database error: "
+            f"{scrub(first[0] if first else type(exc).__name__, url)}"
+        ) from None
 
 
 def _is_connect_failure(exc: DBAPIError) -> bool:

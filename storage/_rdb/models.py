@@ -33,6 +33,8 @@ class TeacherRow(Base):
         UniqueConstraint("study", "trial_number", "step", "sha256", name="uq_recycler_teacher"),
         Index("ix_recycler_teachers_study_status_metric", "study", "status", "metric_value"),
         Index("ix_recycler_teachers_sha256", "sha256"),
+        Index("ix_recycler_teachers_study_status_score", "study", "status", "score"),
+        Index("ix_recycler_teachers_status_score", "status", "score"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -43,6 +45,8 @@ class TeacherRow(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     metric_name: Mapped[str | None] = mapped_column(String(255))
     metric_value: Mapped[float | None] = mapped_column(Float)
+    #: the metric signed so that larger is better (-metric for minimize): top-k sorts on it
+    score: Mapped[float | None] = mapped_column(Float)
     direction: Mapped[str] = mapped_column(String(8))
     step: Mapped[int] = mapped_column(BigInteger)
     epoch: Mapped[int | None] = mapped_column(Integer)

@@ -12,7 +12,7 @@ from .engine import reading, writing
 
 VERSION_TABLE = "recycler_schema"
 #: Revisions this library knows, oldest first; the last one is the current schema.
-REVISIONS: tuple[str, ...] = ("0001", "0002")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
 HEAD = REVISIONS[-1]
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK_ID = zlib.crc32(b"recycler_schema")

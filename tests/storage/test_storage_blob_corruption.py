@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from _storage_helpers import tiny_state
 
-from storage import BlobCorruptError, BlobError, Registry, Status
+from storage import BlobCorruptError, BlobError, Registry, Status, StorageError
 
 
 def _truncate(path: Path) -> None:
@@ -89,3 +89,22 @@ def test_verify_quarantines_truncated_and_flipped_blobs(registry: Registry, tmp_
     # gc keeps quarantined blobs for inspection
     assert registry.gc(grace_seconds=0).blobs_removed == 0
     assert (tmp_path / "blobs" / recs[0].blob_key).exists()
+
+
+def test_verify_against_the_wrong_store_quarantines_nothing(
+    registry: Registry, tmp_path: Path
+) -> None:
+    ids = [registry.register(tiny_state(i), study="s", trial_number=i).id for i in range(2)]
+    (tmp_path / "elsewhere").mkdir()
+    wrong = Registry(registry._url, tmp_path / "elsewhere")
+    with pytest.raises(BlobError, match="holds none of the 2 READY teachers' blobs"):
+        wrong.verify()
+    assert [registry.get(i).status for i in ids] == [Status.READY, Status.READY]
+    assert registry.verify().ok == 2
+
+
+def test_a_file_that_is_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "not.db"
+    path.write_bytes(b"this is not a database file" * 100)
+    with pytest.raises(StorageError, match="database error: file is not a database"):
+        Registry(f"sqlite:///{path}", tmp_path / "blobs").query()

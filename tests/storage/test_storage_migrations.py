@@ -36,7 +36,7 @@ def test_revisions_constant_matches_the_migration_scripts() -> None:
     oldest_first = tuple(reversed([r.revision for r in script.walk_revisions()]))
     assert oldest_first == schema.REVISIONS
     assert script.get_heads() == [schema.HEAD]
-    assert SCHEMA_VERSION == schema.HEAD == "0002"
+    assert SCHEMA_VERSION == schema.HEAD == "0003"
 
 
 def test_models_match_the_migrated_schema(db_url: str, tmp_path: Path) -> None:
@@ -104,13 +104,13 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
     stale = Registry(db_url, tmp_path / "blobs")
     with pytest.raises(SchemaError, match=r"run `recycler db upgrade`") as info:
         stale.query()
-    assert "0001" in str(info.value) and "0002" in str(info.value)
+    assert "0001" in str(info.value) and "0003" in str(info.value)
     with pytest.raises(SchemaError):
         stale.register(tiny_state(0), study="new", trial_number=0)
     assert _counts(db_url)["recycler_teachers"] == 1 and _version(db_url) == "0001"
 
-    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0002"
-    assert _version(db_url) == "0002"
+    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0003"
+    assert _version(db_url) == "0003"
     reg = Registry(db_url, tmp_path / "blobs")
     old = reg.get(old_id)
     assert (old.study, old.trial_number, old.step, old.metric_value) == ("old-study", 7, 3, 0.8)
@@ -122,9 +122,11 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
     assert [(r.trial_number, r.teacher_id) for r in reg.lineage("old-study")] == [(9, old_id)]
     new = reg.register(tiny_state(1), study="old-study", trial_number=8, metric_value=0.9)
     assert [r.id for r in reg.query(study="old-study", top_k=2)] == [new.id, old_id]
-    reg.quarantine(old_id, "blob never existed")  # the 0002 column works
+    reg.quarantine(
+        old_id, "blob never existed"
+    )  # the 0002 column works; 0003 ranked the old row above
     assert reg.get(old_id).reason == "blob never existed"
-    assert reg.upgrade() == "0002"  # upgrading again is a no-op
+    assert reg.upgrade() == "0003"  # upgrading again is a no-op
 
 
 def test_newer_schema_is_refused_and_nothing_is_written(db_url: str, tmp_path: Path) -> None:
