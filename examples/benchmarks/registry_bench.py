@@ -73,6 +73,8 @@ def bulk_fill(url: str, registry: Registry, count: int, rng: random.Random, star
         for i in range(start, start + count):
             sha = f"{rng.getrandbits(256):064x}"
             key = key_for(sha)
+            metric = rng.random()
+            minimize = i % 2 == 1  # both directions, as the registry ranks them together
             rows.append(
                 dict(
                     study=STUDY,
@@ -81,8 +83,9 @@ def bulk_fill(url: str, registry: Registry, count: int, rng: random.Random, star
                     framework="bench",
                     params={"lr": rng.random()},
                     metric_name="accuracy",
-                    metric_value=rng.random(),
-                    direction="maximize",
+                    metric_value=metric,
+                    score=-metric if minimize else metric,
+                    direction="minimize" if minimize else "maximize",
                     step=0,
                     epoch=None,
                     final=True,
@@ -142,6 +145,19 @@ def run_backend(
             )
             register_ms.append((time.perf_counter() - start) * 1000)
             total += 1
+        best = registry.query(study=STUDY, top_k=TOP_K)  # warm up, and check the answer
+        everyone = registry.query(study=STUDY)
+        assert len(everyone) == total, (len(everyone), total)
+        ranked = sorted(
+            everyone,
+            key=lambda r: (
+                -(r.metric_value or 0)
+                if r.direction.value == "maximize"
+                else (r.metric_value or 0),
+                r.id,
+            ),
+        )
+        assert [r.id for r in best] == [r.id for r in ranked[:TOP_K]], "top-k is wrong"
         for _ in range(10):  # warm up: connections, statement caches
             registry.query(study=STUDY, top_k=TOP_K)
         topk_ms = [timed(lambda: registry.query(study=STUDY, top_k=TOP_K)) for _ in range(queries)]
