@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import random
-from concurrent.futures import Future, ThreadPoolExecutor
 import time
 import warnings
 import zlib
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -188,6 +188,8 @@ class Distiller:
             if inputs is None or not self._distils_now(student_logits):
                 return task
             teacher = self._teacher_logits(inputs, student_logits, sample_ids)
+            if teacher is None:
+                return task
             if mask is None and target is not None and student_logits.dim() == 3:
                 mask = target != -100
             kd = kd_loss(
@@ -225,7 +227,7 @@ class Distiller:
 
     def _teacher_logits(
         self, inputs: Inputs, student_logits: torch.Tensor, sample_ids: torch.Tensor | None
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | None:
         pool = self._pool
         assert pool is not None
         indices = self._sampler.sample(len(pool))
@@ -235,9 +237,19 @@ class Distiller:
         else:
             teacher = self._cached_logits(pool, indices, inputs, student_logits, sample_ids)
         self._teacher_s += time.perf_counter() - start
+        if self.config.teachers.quality_gate and not bool(torch.isfinite(teacher).all()):
+            self._drop_non_finite(pool, indices, inputs)
+            return None  # no KD this step; the bad teacher is gone from the next one
         for tid in pool.ids(indices):
             self._used[tid] = self._used.get(tid, 0) + 1
         return teacher
+
+    def _drop_non_finite(self, pool: TeacherPool, indices: list[int], inputs: Inputs) -> None:
+        """The quality gate on logits: drop each sampled teacher whose logits are not finite."""
+        each = pool.each_logits(indices, inputs) if len(indices) > 1 else [None]
+        for tid, logits in zip(pool.ids(indices), each, strict=True):
+            if logits is None or not bool(torch.isfinite(logits).all()):
+                pool.drop(tid, "its logits are not finite (quality gate)")
 
     def _cached_logits(
         self,

@@ -150,6 +150,20 @@ class TeacherPool:
             self._fused = None
         self._records = keep
 
+    def drop(self, teacher_id: int, reason: str) -> None:
+        """Take a teacher out of the pool for the rest of the trial, with one warning."""
+        rec = next((r for r in self._records if r.id == teacher_id), None)
+        if rec is None:
+            return
+        self._skipped[teacher_id] = reason
+        warnings.warn(
+            f"recycler: teacher {teacher_id} (study {rec.study!r} trial {rec.trial_number}) "
+            f"dropped: {reason}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.set_pool([r for r in self._records if r.id != teacher_id])
+
     def _load(self, rec: TeacherRecord) -> nn.Module | str:
         try:
             ckpt = self._registry.load(rec)

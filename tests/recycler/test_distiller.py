@@ -219,3 +219,28 @@ def test_warmup_ramps_the_weight(reg: Registry, tmp_path: Path) -> None:
         kd._step = step
         weights.append(kd._weight())
     assert weights == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+
+
+def test_quality_gate_drops_a_teacher_with_non_finite_logits(reg: Registry, tmp_path: Path) -> None:
+    (good,) = fill(reg, 1)
+    broken = make_net(seed=9)
+    with torch.no_grad():
+        broken[-1].bias.fill_(float("nan"))  # a diverged run: its metric looked fine
+    bad = reg.register(
+        broken.state_dict(),
+        study="s",
+        trial_number=1,
+        metric_name="accuracy",
+        metric_value=0.99,
+        output_signature=SIG,
+    )
+    cfg = config(tmp_path, teachers={"per_step": "all"})
+    student = make_net(seed=7)
+    kd = Distiller(cfg, study="s", trial_number=2, registry=reg, model=student)
+    x, y = batch()
+    with pytest.warns(RuntimeWarning, match=f"teacher {bad.id} .* not finite"):
+        first = kd.loss(student(x), y, x)
+    assert torch.allclose(first, nn.functional.cross_entropy(student(x), y))  # no KD that step
+    second = kd.loss(student(x), y, x)
+    assert torch.isfinite(second) and [r.id for r in kd.teachers] == [good]
+    assert kd.stats()["steps_distilled"] == 1 and kd.stats()["teachers_used"] == [good]
