@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import warnings
@@ -21,6 +22,7 @@ from ._cache import LogitCache, check_ids
 from .config import RecycleConfig
 from .losses import kd_loss
 from .sampling import StepSampler, eligible, select_pool
+from .schedule import ALWAYS
 from .teachers import BuildFn, Inputs, TeacherPool
 from .time import Clock, Time, TimeUnit
 
@@ -81,6 +83,7 @@ class Distiller:
         self._rng = random.Random(seed)
         self._sampler = StepSampler(self.config.teachers.per_step, seed=seed)
         self._schedule = self.config.distill.schedule
+        self._always = self._schedule == ALWAYS
         self._cache = (
             LogitCache(self.config.distill.cache_max_bytes) if self.config.distill.cache else None
         )
@@ -93,6 +96,8 @@ class Distiller:
         self._finished_trials = 0
         self._last_refresh_step: int | None = None
         self._last_refresh_epoch = 0
+        self._refresh_steps: float | None = None
+        self._warmup_steps: float | None = None
         # accounting
         self._distilled = 0
         self._teacher_s = 0.0
@@ -127,6 +132,7 @@ class Distiller:
         if steps is None and epochs is not None and steps_per_epoch is not None:
             steps = epochs * steps_per_epoch
         self._planned_steps = steps
+        self._refresh_steps = self._warmup_steps = None
         return self
 
     def set_epoch(self, epoch: int) -> None:
@@ -187,9 +193,10 @@ class Distiller:
         try:
             if inputs is None or not self._distils_now(student_logits):
                 return task
-            teacher = self._teacher_logits(inputs, student_logits, sample_ids)
-            if teacher is None:
-                return task
+            pool = self._pool
+            assert pool is not None
+            indices = self._sampler.sample(len(pool))
+            teacher = self._teacher_logits(pool, indices, inputs, student_logits, sample_ids)
             if mask is None and target is not None and student_logits.dim() == 3:
                 mask = target != -100
             kd = kd_loss(
@@ -200,6 +207,11 @@ class Distiller:
                 standardize=self.config.distill.standardize,
                 mask=mask,
             )
+            if self.config.teachers.quality_gate and not math.isfinite(kd.detach().item()):
+                self._drop_non_finite(pool, indices, inputs)
+                return task  # no KD this step
+            for tid in pool.ids(indices):
+                self._used[tid] = self._used.get(tid, 0) + 1
             self._distilled += 1
             return task + self._weight() * kd
         finally:
@@ -223,32 +235,31 @@ class Distiller:
         pool = self._pool
         if pool is None or len(pool) < self.config.teachers.min_pool or len(pool) == 0:
             return False
-        return self._schedule.active(self.clock())
+        return self._always or self._schedule.active(self.clock())
 
     def _teacher_logits(
-        self, inputs: Inputs, student_logits: torch.Tensor, sample_ids: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        pool = self._pool
-        assert pool is not None
-        indices = self._sampler.sample(len(pool))
+        self,
+        pool: TeacherPool,
+        indices: list[int],
+        inputs: Inputs,
+        student_logits: torch.Tensor,
+        sample_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
         start = time.perf_counter()
         if self._cache is None:
             teacher = pool.logits(indices, inputs)
         else:
             teacher = self._cached_logits(pool, indices, inputs, student_logits, sample_ids)
         self._teacher_s += time.perf_counter() - start
-        if self.config.teachers.quality_gate and not bool(torch.isfinite(teacher).all()):
-            self._drop_non_finite(pool, indices, inputs)
-            return None  # no KD this step; the bad teacher is gone from the next one
-        for tid in pool.ids(indices):
-            self._used[tid] = self._used.get(tid, 0) + 1
         return teacher
 
     def _drop_non_finite(self, pool: TeacherPool, indices: list[int], inputs: Inputs) -> None:
-        """The quality gate on logits: drop each sampled teacher whose logits are not finite."""
-        each = pool.each_logits(indices, inputs) if len(indices) > 1 else [None]
-        for tid, logits in zip(pool.ids(indices), each, strict=True):
-            if logits is None or not bool(torch.isfinite(logits).all()):
+        """The quality gate on logits: drop each sampled teacher whose logits are not finite.
+
+        Runs only when a step's KD term came out non-finite (one scalar check per step).
+        """
+        for tid, logits in zip(pool.ids(indices), pool.each_logits(indices, inputs), strict=True):
+            if not bool(torch.isfinite(logits).all()):
                 pool.drop(tid, "its logits are not finite (quality gate)")
 
     def _cached_logits(
@@ -284,7 +295,9 @@ class Distiller:
         warmup = self.config.distill.warmup
         if warmup is None:
             return weight
-        done = self._span(warmup)
+        if self._warmup_steps is None:  # converted once: this runs every distilled step
+            self._warmup_steps = self._span(warmup)
+        done = self._warmup_steps
         return weight * min(1.0, (self._step + 1) / done) if done > 0 else weight
 
     def _span(self, t: Time) -> float:
@@ -301,7 +314,9 @@ class Distiller:
             return False
         if every.unit is TimeUnit.EPOCH and self._steps_per_epoch is None:
             return self.epoch - self._last_refresh_epoch >= every.value
-        return self._step - self._last_refresh_step >= max(1.0, self._span(every))
+        if self._refresh_steps is None:  # converted once: this runs every step
+            self._refresh_steps = max(1.0, self._span(every))
+        return self._step - self._last_refresh_step >= self._refresh_steps
 
     def refresh(self, student_logits: torch.Tensor | None = None) -> list[TeacherRecord]:
         """Re-query the registry for the pool now; teachers already held are not reloaded.
@@ -343,26 +358,31 @@ class Distiller:
                 self._signature = output_signature(student_logits)
 
     def _refresh_in_background(self) -> None:
+        """Query now (about a millisecond); load new teachers' weights in a background thread.
+
+        Only the slow part, reading and building new teachers, leaves the training thread: a
+        pure-Python query in a thread would hold the GIL against the training loop.
+        """
         pool = self._pool
         assert pool is not None
         self._mark_refresh(None)
+        try:
+            chosen = self._select()
+        except StorageError as exc:
+            self._note_error(f"pool refresh failed: {exc}")
+            return
+        new = [r for r in chosen if r.id not in pool.held]
+        if not new:
+            pool.set_pool(chosen)
+            return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="recycler-refresh")
-
-        def work() -> tuple[list[TeacherRecord], dict[int, nn.Module | str]]:
-            chosen = self._select()
-            return chosen, pool.prepare(chosen)
-
-        self._pending = self._executor.submit(work)
+        self._pending = self._executor.submit(lambda: (chosen, pool.prepare(new)))
 
     def _apply_pending(self) -> None:
         pending, self._pending = self._pending, None
         assert pending is not None and self._pool is not None
-        try:
-            chosen, prepared = pending.result()
-        except StorageError as exc:
-            self._note_error(f"pool refresh failed: {exc}")
-            return
+        chosen, prepared = pending.result()
         self._pool.set_pool(chosen, prepared)
 
     def _select(self) -> list[TeacherRecord]:

@@ -102,6 +102,11 @@ class TeacherPool:
         """Teachers left out of the pool: id -> why."""
         return dict(self._skipped)
 
+    @property
+    def held(self) -> frozenset[int]:
+        """Ids of the teachers loaded or given up on (neither is loaded again)."""
+        return frozenset(self._models) | frozenset(self._skipped)
+
     def __len__(self) -> int:
         return len(self._records)
 
