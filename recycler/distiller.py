@@ -38,7 +38,7 @@ class Distiller:
     Call :meth:`register` when the trial ends to make the model a teacher for later trials.
 
     Example:
-        >>> kd = Distiller(RecycleConfig(), study="lr-sweep", trial_number=3, model=net)
+        >>> kd = Distiller(study="lr-sweep", trial_number=3, model=net)  # doctest: +SKIP
         >>> kd.plan(epochs=60, steps_per_epoch=len(loader))  # doctest: +SKIP
         >>> for x, y in loader:  # doctest: +SKIP
         ...     loss = kd.loss(net(x), y, x)

@@ -25,7 +25,7 @@ def load_mnist1d(n_train: int = 1000, n_test: int = 1000, seed: int = 42) -> tup
     """Generate MNIST-1D locally: ``n_train`` training and ``n_test`` test samples.
 
     Example:
-        >>> train, test = load_mnist1d(200, 100)  # doctest: +SKIP
+        >>> train, test = load_mnist1d(200, 100)
         >>> train.x.shape
         torch.Size([200, 1, 40])
     """
