@@ -84,6 +84,7 @@ class Distiller:
         self._sampler = StepSampler(self.config.teachers.per_step, seed=seed)
         self._schedule = self.config.distill.schedule
         self._always = self._schedule == ALWAYS
+        self._counts_trials = TimeUnit.TRIAL in self._schedule.units
         self._cache = (
             LogitCache(self.config.distill.cache_max_bytes) if self.config.distill.cache else None
         )
@@ -227,15 +228,19 @@ class Distiller:
             return False
         if self._pending is not None and self._pending.done():
             self._apply_pending()
+        # the schedule first: steps it leaves out touch neither teachers nor the registry
+        # ('tr' schedules need the registry's trial count, so they refresh regardless)
+        if not (self._always or self._counts_trials or self._schedule.active(self.clock())):
+            return False
         if self._due_refresh():
             if self._pool is None or not self._background:
                 self.refresh(student_logits)
             elif self._pending is None:
                 self._refresh_in_background()
         pool = self._pool
-        if pool is None or len(pool) < self.config.teachers.min_pool or len(pool) == 0:
+        if pool is None or len(pool) == 0 or len(pool) < self.config.teachers.min_pool:
             return False
-        return self._always or self._schedule.active(self.clock())
+        return not self._counts_trials or self._schedule.active(self.clock())
 
     def _teacher_logits(
         self,
@@ -388,7 +393,7 @@ class Distiller:
     def _select(self) -> list[TeacherRecord]:
         """Query the registry and pick the pool (no change to the pool itself)."""
         records = self._candidates()
-        if TimeUnit.TRIAL in self._schedule.units:
+        if self._counts_trials:
             self._finished_trials = self.registry.count_finished_trials(self.study)
         cfg = self.config.teachers
         kept, dropped = eligible(

@@ -244,3 +244,19 @@ def test_quality_gate_drops_a_teacher_with_non_finite_logits(reg: Registry, tmp_
     second = kd.loss(student(x), y, x)
     assert torch.isfinite(second) and [r.id for r in kd.teachers] == [good]
     assert kd.stats()["steps_distilled"] == 1 and kd.stats()["teachers_used"] == [good]
+
+
+def test_trial_count_schedule_waits_for_finished_trials(reg: Registry, tmp_path: Path) -> None:
+    fill(reg, 1)
+    cfg = config(tmp_path, distill={"schedule": "from 2tr"}, teachers={"refresh": "1ba"})
+    student = make_net(seed=7)
+    kd = Distiller(
+        cfg, study="s", trial_number=5, registry=reg, model=student, background_refresh=False
+    )
+    x, y = batch()
+    kd.loss(student(x), y, x)
+    assert kd.stats()["steps_distilled"] == 0 and len(kd.teachers) == 1  # 1 finished trial
+    fill_one = make_net(seed=3).state_dict()
+    reg.register(fill_one, study="s", trial_number=1, metric_value=0.7, output_signature=SIG)
+    kd.loss(student(x), y, x)
+    assert kd.stats()["steps_distilled"] == 1 and len(kd.teachers) == 2
