@@ -136,6 +136,19 @@ class Distiller:
         self._refresh_steps = self._warmup_steps = None
         return self
 
+    def resume_at(self, step: int, epoch: int | None = None) -> None:
+        """Put the clock at ``step`` (and ``epoch``) for a trial resumed from a checkpoint."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        self._step = step
+        if epoch is not None:
+            self._epoch = epoch
+
+    @property
+    def signature(self) -> str | None:
+        """The output signature teachers must have (known after the first step)."""
+        return self._signature
+
     def set_epoch(self, epoch: int) -> None:
         """Tell the clock the current epoch (when steps per epoch are not fixed)."""
         self._epoch = epoch

@@ -213,9 +213,16 @@ class Registry:
             try:
                 with writing(self._engine()) as conn:
                     _lock_sha(conn, fields["sha256"])
-                    found = conn.execute(select(TeacherRow.id, TeacherRow.status).where(*identity))
+                    found = conn.execute(
+                        select(TeacherRow.id, TeacherRow.status, TeacherRow.final).where(*identity)
+                    )
                     row = found.first()
                     now = _now()
+                    if row is not None and fields["final"] and not row.final:
+                        # a checkpoint first kept as intermediate turned out to be the last one
+                        conn.execute(
+                            update(TeacherRow).where(TeacherRow.id == row.id).values(final=True)
+                        )
                     if row is not None and row.status == Status.READY.value:
                         return int(row.id), True
                     if row is not None:

@@ -433,3 +433,12 @@ def test_overlong_text_is_refused_on_every_backend(
     kw[field] = value[:-1]  # the longest allowed value round-trips
     rec = registry.register(tiny_state(0), **kw)
     assert getattr(registry.get(rec.id), field) == value[:-1]
+
+
+def test_reregistering_an_intermediate_checkpoint_as_final_marks_it_final(
+    registry: Registry,
+) -> None:
+    first = registry.register(tiny_state(0), study="s", trial_number=0, step=5, final=False)
+    again = registry.register(tiny_state(0), study="s", trial_number=0, step=5, final=True)
+    assert again.id == first.id and not first.final and again.final
+    assert registry.count_finished_trials("s") == 1
