@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from storage import StorageError, display_url
 
-from . import __version__, _cli_db, _cli_lineage, _cli_teachers
+from . import __version__, _cli_db, _cli_demo, _cli_lineage, _cli_teachers
 from ._cli_base import (
     PROG,
     CliError,
@@ -37,6 +37,7 @@ COMMANDS: tuple[Callable[[Subparsers, Parser], None], ...] = (
     _cli_teachers.add,
     _cli_lineage.add,
     _cli_db.add,
+    _cli_demo.add,
 )
 
 
