@@ -21,7 +21,7 @@ from torch import nn
 
 from recycler.integrations.optuna import recycle  # recycler
 
-DB = "sqlite:///recycler-demo/quickstart.db"
+DB = os.environ.get("RECYCLER_REGISTRY", "sqlite:///recycler-demo/quickstart.db")
 EPOCHS, BATCH = 10, 64
 
 x, y = load_digits(return_X_y=True)  # 1,797 8x8 images, shipped with scikit-learn

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from . import _checkpoint
 from ._errors import BlobCorruptError, BlobError, StorageError, TeacherNotFoundError
 from ._query import TeacherQuery, build_select
-from ._rdb.engine import get_engine, reading, writing
+from ._rdb.engine import dispose, get_engine, reading, writing
 from ._rdb.models import LineageRow, TeacherRow
 from ._rdb.schema import ensure_schema, upgrade
 from ._records import (
@@ -98,6 +98,11 @@ class Registry:
             ensure_schema(engine, self.url, create=self._create)
             self._ready_pid = os.getpid()
         return engine
+
+    def close(self) -> None:
+        """Close this process's database connections for this registry (reopened on next use)."""
+        dispose(self._url)
+        self._ready_pid = None
 
     def upgrade(self) -> str:
         """Create or upgrade the schema to the current version; returns that version."""

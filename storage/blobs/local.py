@@ -44,6 +44,12 @@ class LocalBlobStore:
         return path
 
     def put(self, key: str, data: bytes) -> None:
+        try:
+            self._put(key, data)
+        except OSError as exc:  # disk full, read-only or missing folder, permissions
+            raise BlobError(f"cannot write blob {key} under {self._root}: {exc}") from exc
+
+    def _put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path(key)  # re-check: a symlinked parent created meanwhile must not be followed

@@ -442,3 +442,15 @@ def test_reregistering_an_intermediate_checkpoint_as_final_marks_it_final(
     again = registry.register(tiny_state(0), study="s", trial_number=0, step=5, final=True)
     assert again.id == first.id and not first.final and again.final
     assert registry.count_finished_trials("s") == 1
+
+
+def test_an_unwritable_blob_store_is_a_blob_error_and_close_reopens(
+    tmp_path: Path, db_url: str
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    reg = Registry(db_url, tmp_path / "file")
+    with pytest.raises(BlobError, match="cannot write blob"):
+        reg.register(tiny_state(0), study="s", trial_number=0)
+    assert reg.query(status=Status.PENDING)[0].trial_number == 0  # gc's to clean, never READY
+    reg.close()
+    assert reg.query(status=Status.READY) == []  # a closed registry reconnects on use
