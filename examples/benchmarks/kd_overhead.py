@@ -49,7 +49,7 @@ TARGETS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few steps: a smoke run")
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=128, help="batch size (128, as the papers)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier)")
     ap.add_argument("--rounds", type=int, default=None)
     args = ap.parse_args()
