@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 import torch
 
-from storage._rdb.engine import dispose_all
+from storage import Registry
 
 from ..config import DistillConfig, RecycleConfig, TeachersConfig
 from ..distiller import Distiller
@@ -131,11 +131,11 @@ class Sweep:
     seconds: float
 
 
-def clean(out: Path) -> list[str]:
+def clean(out: Path, url: str) -> list[str]:
     """Remove what an earlier demo left in ``out`` (only the demo's own files); their names."""
     # registry engines are cached per process and URL: one still open on the old file would
     # keep reading it after the unlink (a second demo in one Python process)
-    dispose_all()  # TODO(storage): a public way to close a registry's engine
+    Registry(url, out / TEACHERS).close()
     removed = []
     for name in LEFTOVERS:
         if (out / name).exists():
@@ -257,7 +257,7 @@ def warm_up(data: tuple[Split, Split], opts: DemoOptions) -> None:
 def run_demo(opts: DemoOptions, progress: Progress = print) -> tuple[Sweep, Sweep]:
     """Both sweeps, trial by trial, on a clean ``opts.out``; returns (plain, recycled)."""
     opts.out.mkdir(parents=True, exist_ok=True)
-    removed = clean(opts.out)
+    removed = clean(opts.out, opts.url)
     if removed:
         progress(f"removed the previous demo run from {opts.out}/: {', '.join(removed)}")
     threads = torch.get_num_threads()
