@@ -226,6 +226,7 @@ class DistillConfig(_Section):
     warmup: Time | None = None  # λ ramps linearly from 0 over this span
     cache: bool = False  # teacher-logit cache (needs stable sample ids, no random augmentation)
     cache_max_bytes: int = 512 * MiB  # the cache's memory bound, > 0
+    only_correct: bool = False  # distil only samples the teachers' mean gets right (Liu App. B)
 
     _name: ClassVar[str] = "distill"
     _checks: ClassVar[dict[str, Check]] = {
@@ -237,6 +238,7 @@ class DistillConfig(_Section):
         "warmup": optional(time_span(allow_zero=True)),
         "cache": a_bool,
         "cache_max_bytes": an_int(minimum=1),
+        "only_correct": a_bool,
     }
 
 

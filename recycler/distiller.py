@@ -213,6 +213,8 @@ class Distiller:
             teacher = self._teacher_logits(pool, indices, inputs, student_logits, sample_ids)
             if mask is None and target is not None and student_logits.dim() == 3:
                 mask = target != -100
+            if self.config.distill.only_correct:
+                mask = _teacher_correct(teacher, target, mask)
             kd = kd_loss(
                 student_logits,
                 teacher,
@@ -549,6 +551,16 @@ class Distiller:
         if message not in self._errors:
             warnings.warn(f"recycler: {message}; training goes on", RuntimeWarning, stacklevel=3)
             self._errors.append(message)
+
+
+def _teacher_correct(
+    teacher: torch.Tensor, target: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``mask`` narrowed to the rows whose (averaged) teacher argmax equals the label."""
+    if target is None:
+        raise ValueError("distill.only_correct needs the target labels: pass loss(logits, target)")
+    correct = teacher.argmax(dim=-1) == target
+    return correct if mask is None else correct & mask
 
 
 def output_signature(logits: torch.Tensor) -> str:

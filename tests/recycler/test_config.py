@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
         "warmup": None,
         "cache": False,
         "cache_max_bytes": 512 * 1024 * 1024,
+        "only_correct": False,
     },
     "teachers": {
         "pool": 5,
@@ -284,7 +285,8 @@ REJECTED: list[tuple[Any, str]] = [
     (
         {"distill": {"wieght": 1}},
         "distill.wieght: unknown option (did you mean 'weight'?); distill options are loss, "
-        "weight, temperature, schedule, standardize, warmup, cache, cache_max_bytes",
+        "weight, temperature, schedule, standardize, warmup, cache, cache_max_bytes, "
+        "only_correct",
     ),
     (
         {"regsitry": "x"},

@@ -50,6 +50,26 @@ def test_all_teachers_equals_explicit_ensemble(reg: Registry, tmp_path: Path) ->
     assert sorted(kd.stats()["teachers_used"]) == sorted(ids)
 
 
+def test_only_correct_distils_the_rows_the_teachers_get_right(
+    reg: Registry, tmp_path: Path
+) -> None:
+    ids = fill(reg, 2)
+    cfg = config(tmp_path, teachers={"per_step": "all", "pool": 2}, distill={"only_correct": True})
+    student = make_net(seed=7)
+    kd = Distiller(cfg, study="s", trial_number=2, registry=reg, model=student)
+    x, y = batch()
+    with torch.no_grad():
+        mean = torch.stack([t(x) for t in teachers_of(reg, ids)]).mean(0)
+    y[:4] = mean[:4].argmax(1)  # the teachers are right on at least these rows
+    right = mean.argmax(1) == y
+    assert 4 <= int(right.sum()) < len(y)
+    logits = student(x)
+    total = kd.loss(logits, y, x)
+    ce = nn.functional.cross_entropy(logits, y)
+    assert torch.allclose(total, ce + kd_loss(logits[right], mean[right]), atol=1e-6)
+    assert not torch.allclose(total, ce + kd_loss(logits, mean), atol=1e-4)
+
+
 def test_gradients_reach_the_student_only(reg: Registry, tmp_path: Path) -> None:
     fill(reg, 2)
     student = make_net(seed=7)
