@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+BENCH_TYPED := $(wildcard examples/benchmarks/_*.py) examples/benchmarks/sweep_speedup.py \
+	examples/benchmarks/paper_tables.py
 
 .PHONY: demo test lint venv clean
 
@@ -18,6 +20,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check recycler storage tests examples
 	$(VENV)/bin/ruff format --check recycler storage tests examples
 	$(VENV)/bin/mypy
+	MYPYPATH=examples/benchmarks $(VENV)/bin/mypy --strict $(BENCH_TYPED)
 
 test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -26,4 +29,4 @@ demo: $(STAMP)
 	$(VENV)/bin/recycler demo
 
 clean:
-	rm -rf $(VENV) recycler-demo recycler.db recycler-teachers
+	rm -rf $(VENV) recycler-demo recycler.db recycler-teachers bench-results
