@@ -123,8 +123,8 @@ def load_cifar100(
     if not (Path(root) / CIFAR100.base_folder).is_dir():
         raise SystemExit(
             f"CIFAR-100 not found: {root}/{CIFAR100.base_folder}/ does not exist. Nothing is "
-            "downloaded here: fetch it once where there is internet "
-            "(torchvision.datasets.CIFAR100(root, download=True)) and pass --data root"
+            "downloaded here: fetch cifar-100-python.tar.gz once where there is internet, "
+            "unpack it under a folder and pass that folder as --data"
         )
     train = dataset(str(root), train=True, download=False)
     test = dataset(str(root), train=False, download=False)
