@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, Table, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, case, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from . import _checkpoint
@@ -226,7 +226,9 @@ class Registry:
                     if row is not None and fields["final"] and not row.final:
                         # a checkpoint first kept as intermediate turned out to be the last one
                         conn.execute(
-                            update(TeacherRow).where(TeacherRow.id == row.id).values(final=True)
+                            update(TeacherRow)
+                            .where(TeacherRow.id == row.id)
+                            .values(final=True, updated_at=now)
                         )
                     if row is not None and row.status == Status.READY.value:
                         return int(row.id), True
@@ -287,6 +289,26 @@ class Registry:
         with reading(self._engine()) as conn:
             rows = conn.execute(build_select(q, conn.dialect.name)).all()
         return [self._record(r) for r in rows]
+
+    def stamp(self, studies: Sequence[str]) -> tuple[int, int, int]:
+        """A cheap fingerprint of the READY teachers of ``studies``: (count, sum of ids, finals).
+
+        It changes whenever a teacher of those studies becomes READY, leaves READY (quarantine,
+        delete) or is upgraded to final, and only then: a Distiller re-queries its pool only
+        when it does (one aggregate row instead of every record).
+
+        Example:
+            >>> reg.stamp(["sweep"])  # doctest: +SKIP
+            (3, 6, 3)
+        """
+        stmt = select(
+            func.count(),
+            func.coalesce(func.sum(TeacherRow.id), 0),
+            func.coalesce(func.sum(case((TeacherRow.final.is_(True), 1), else_=0)), 0),
+        ).where(TeacherRow.study.in_(list(studies)), TeacherRow.status == Status.READY.value)
+        with reading(self._engine()) as conn:
+            count, ids, finals = conn.execute(stmt).one()
+        return int(count), int(ids), int(finals)
 
     def count_finished_trials(self, study: str) -> int:
         """How many distinct trials of ``study`` have a READY final teacher (the ``tr`` unit)."""

@@ -320,6 +320,23 @@ def test_count_finished_trials(registry: Registry) -> None:
     assert registry.count_finished_trials("other") == 1
 
 
+def test_stamp_changes_exactly_when_the_ready_teachers_do(registry: Registry) -> None:
+    assert registry.stamp(["s"]) == (0, 0, 0)
+    a = _reg(registry, 0, final=False)  # an intermediate checkpoint
+    first = registry.stamp(["s"])
+    assert first == (1, a.id, 0)
+    _reg(registry, 0, final=False)  # idempotent re-registration: nothing changed
+    _reg(registry, 9, study="other")  # another study
+    assert registry.stamp(["s"]) == first
+    _reg(registry, 0, final=True)  # the same checkpoint turned out to be the last one
+    assert registry.stamp(["s"]) == (1, a.id, 1)
+    b = _reg(registry, 1)
+    assert registry.stamp(["s"]) == (2, a.id + b.id, 2)
+    registry.quarantine(a.id, "bad")
+    assert registry.stamp(["s"]) == (1, b.id, 1)
+    assert registry.stamp(["s", "other"])[0] == 2
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_metric_is_stored_as_none(registry: Registry, bad: float) -> None:
     rec = _reg(registry, 1, metric_value=bad)
