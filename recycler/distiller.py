@@ -96,6 +96,7 @@ class Distiller:
         self._planned_steps: int | None = None
         self._finished_trials = 0
         self._last_refresh_step: int | None = None
+        self._stamp: tuple[int, int, int] | None = None  # Registry.stamp at the last selection
         self._last_refresh_epoch = 0
         self._refresh_steps: float | None = None
         self._warmup_steps: float | None = None
@@ -348,8 +349,11 @@ class Distiller:
         if self._pool is None:
             self._pool = self._new_pool(student_logits)
         try:
+            if self._unchanged():
+                return self._pool.records
             chosen = self._select()
         except StorageError as exc:
+            self._stamp = None  # query again next time
             self._note_error(f"pool refresh failed: {exc}")
             return self.teachers
         self._pool.set_pool(chosen)
@@ -387,8 +391,11 @@ class Distiller:
         assert pool is not None
         self._mark_refresh(None)
         try:
+            if self._unchanged():
+                return
             chosen = self._select()
         except StorageError as exc:
+            self._stamp = None  # query again next time
             self._note_error(f"pool refresh failed: {exc}")
             return
         new = [r for r in chosen if r.id not in pool.held]
@@ -404,6 +411,21 @@ class Distiller:
         assert pending is not None and self._pool is not None
         chosen, prepared = pending.result()
         self._pool.set_pool(chosen, prepared)
+
+    def _studies(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.study, *self.config.teachers.studies)))
+
+    def _unchanged(self) -> bool:
+        """Whether the registry's READY teachers of the pool's studies are as last selected.
+
+        One aggregate query (:meth:`Registry.stamp`); a refresh that finds nothing changed
+        skips the full query and the pool selection.
+        """
+        stamp = self.registry.stamp(self._studies())
+        if stamp == self._stamp:
+            return True
+        self._stamp = stamp
+        return False
 
     def _select(self) -> list[TeacherRecord]:
         """Query the registry and pick the pool (no change to the pool itself)."""
@@ -423,9 +445,8 @@ class Distiller:
         return select_pool(kept, policy=cfg.policy, k=cfg.pool, rng=self._rng)
 
     def _candidates(self) -> list[TeacherRecord]:
-        studies = (self.study, *self.config.teachers.studies)
         found: list[TeacherRecord] = []
-        for study in dict.fromkeys(studies):
+        for study in self._studies():
             found += self.registry.query(
                 TeacherQuery(
                     study=study,

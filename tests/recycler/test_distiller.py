@@ -12,7 +12,7 @@ from torch import nn
 from recycler.config import RecycleConfig
 from recycler.distiller import Distiller, output_signature
 from recycler.losses import kd_loss
-from storage import Registry, Status
+from storage import Registry, Status, TeacherRecord
 
 
 def config(tmp_path: Path, **sections: object) -> RecycleConfig:
@@ -178,6 +178,44 @@ def test_refresh_adds_new_teachers_without_reloading(reg: Registry, tmp_path: Pa
     kd.loss(student(x), y, x)  # step 2: a refresh starts in the background
     assert [r.trial_number for r in kd.sync()] == [3, 0]
     assert len(builds) == 2  # the held teacher was not rebuilt
+
+
+class CountingRegistry(Registry):
+    """A real registry that counts its full pool queries."""
+
+    queries = 0
+
+    def query(self, query: object = None, /, **filters: object) -> list[TeacherRecord]:
+        self.queries += 1
+        return super().query(query, **filters)  # type: ignore[arg-type]
+
+
+def test_refresh_queries_the_pool_only_when_the_registry_changed(tmp_path: Path) -> None:
+    reg = CountingRegistry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "blobs")
+    (first,) = fill(reg, 1)
+    cfg = config(tmp_path, teachers={"refresh": "1ba"})
+    student = make_net(seed=7)
+    kd = Distiller(cfg, study="s", trial_number=7, registry=reg, model=student)
+    x, y = batch()
+    for _ in range(6):  # a refresh due every step; the registry unchanged
+        kd.loss(student(x), y, x)
+    assert reg.queries == 1
+    second = reg.register(
+        make_net(seed=56).state_dict(),
+        study="s",
+        trial_number=1,
+        metric_name="accuracy",
+        metric_value=0.9,
+        output_signature=SIG,
+    ).id
+    kd.loss(student(x), y, x)
+    assert reg.queries == 2
+    assert sorted(r.id for r in kd.sync()) == [first, second]
+    reg.quarantine(second, "bad")
+    kd.loss(student(x), y, x)
+    kd.loss(student(x), y, x)
+    assert reg.queries == 3
+    assert [r.id for r in kd.sync()] == [first]
 
 
 def test_register_writes_teacher_and_lineage(reg: Registry, tmp_path: Path) -> None:
