@@ -21,7 +21,7 @@ the best accuracy at equal total cost (the lead view), the cost to reach the pla
 accuracy, per trial the epochs and seconds to reach the best earlier trial's accuracy, and the
 KD overhead. Outputs: sweep_speedup.md, .json and .png (accuracy against wall-clock).
 
-    python examples/benchmarks/sweep_speedup.py           # 5 seeds: 14.9 min measured here
+    python examples/benchmarks/sweep_speedup.py           # 5 seeds: 13.4-14.9 min measured here
     python examples/benchmarks/sweep_speedup.py --quick   # 2 seeds, 6-epoch trials: ~3 min
 
 (on this project's 2-core CPU machine; most of --quick is Ray starting PBT's members.)
