@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from .errors import RecyclerError
+
+if TYPE_CHECKING:
+    from .teachers import Inputs, TeacherPool
 
 
 class LogitCache:
@@ -103,3 +108,31 @@ def check_ids(sample_ids: torch.Tensor | None, batch: int) -> torch.Tensor:
     if ids.numel() and int(ids.min()) < 0:
         raise RecyclerError("sample_ids must be >= 0 (they index the teacher-logit cache)")
     return ids.long()
+
+
+def cached_logits(
+    cache: LogitCache,
+    pool: TeacherPool,
+    indices: list[int],
+    inputs: Inputs,
+    ids: torch.Tensor,
+) -> torch.Tensor:
+    """Mean logits of the pool's teachers at ``indices`` for samples ``ids``, via the cache.
+
+    A miss fills every teacher's rows for this batch while the cache has room, so later epochs
+    hit whichever teacher the sampler picks; the first hits of each teacher are verified.
+    """
+    outs: list[torch.Tensor] = []
+    for index, tid in zip(indices, pool.ids(indices), strict=True):
+        hit = cache.lookup(tid, ids)
+        if hit is None:
+            fill = range(len(pool)) if not cache.full else [index]
+            for i, logits in zip(fill, pool.each_logits(list(fill), inputs), strict=True):
+                cache.store(pool.ids([i])[0], ids, logits)
+                if i == index:
+                    hit = logits
+        elif cache.needs_verify(tid):
+            cache.check(tid, hit, pool.each_logits([index], inputs)[0])
+        assert hit is not None
+        outs.append(hit)
+    return outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)

@@ -18,7 +18,7 @@ from torch import nn
 
 from storage import Direction, Registry, StorageError, TeacherQuery, TeacherRecord
 
-from ._cache import LogitCache, check_ids
+from ._cache import LogitCache, cached_logits, check_ids
 from .config import RecycleConfig
 from .losses import kd_loss
 from .sampling import StepSampler, eligible, select_pool
@@ -291,25 +291,9 @@ class Distiller:
         student_logits: torch.Tensor,
         sample_ids: torch.Tensor | None,
     ) -> torch.Tensor:
-        cache = self._cache
-        assert cache is not None
+        assert self._cache is not None
         ids = check_ids(sample_ids, student_logits.shape[0]).to(student_logits.device)
-        outs: list[torch.Tensor] = []
-        for index, tid in zip(indices, pool.ids(indices), strict=True):
-            hit = cache.lookup(tid, ids)
-            if hit is None:
-                # a miss fills every teacher's rows for this batch while the cache has room,
-                # so later epochs hit whichever teacher the sampler picks
-                fill = range(len(pool)) if not cache.full else [index]
-                for i, logits in zip(fill, pool.each_logits(list(fill), inputs), strict=True):
-                    cache.store(pool.ids([i])[0], ids, logits)
-                    if i == index:
-                        hit = logits
-            elif cache.needs_verify(tid):
-                cache.check(tid, hit, pool.each_logits([index], inputs)[0])
-            assert hit is not None
-            outs.append(hit)
-        return outs[0] if len(outs) == 1 else torch.stack(outs).mean(dim=0)
+        return cached_logits(self._cache, pool, indices, inputs, ids)
 
     def _weight(self) -> float:
         weight = self.config.distill.weight
