@@ -38,10 +38,18 @@ RAY_BIN = str(Path(sys.executable).with_name("ray"))
 SECOND = "127.0.0.3"  # the second node's own loopback address
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never one handed out before (the OS may offer a port twice)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_for_port(host: str, port: int, seconds: float, proc: subprocess.Popen[bytes]) -> None:
