@@ -1,17 +1,22 @@
-"""Several teachers of one architecture evaluated in one batched call (``torch.func.vmap``).
+"""Several teachers of one architecture evaluated in one batched call.
 
-:class:`FusedEnsemble` stacks the teachers' parameters and buffers once
-(``torch.func.stack_module_state``) and maps ``functional_call`` over the stack with the input
-shared, so N teachers cost one call per layer instead of N. :func:`loop_forward` is the plain
-loop with the same result shape, ``[N, ...]``; the two agree to float rounding.
+:class:`FusedEnsemble` evaluates N teachers with their inputs shared and returns ``[N, ...]``
+logits; :func:`loop_forward` is the plain loop with the same result shape. Two ways to fuse:
 
-When it pays: vmap turns a layer of N teachers into one batched kernel (a wider or grouped
-convolution, a batched matmul), saving N-1 kernel launches per layer, which is what costs on a
-GPU. On a CPU it does not pay: measured with ``python tests/recycler/test_fused.py`` (2 cores,
-torch 2.14, 5 teachers, batch 128), fused was 2.6x slower than the loop for a small CNN and
-1.6x slower for a small MLP: vmap's batching rules add layout copies and grouped convolutions
-that oneDNN runs slower than N plain ones, and its per-call overhead exceeds the dispatch it
-saves. Use the loop on CPUs (for conv nets, a channels_last input halved the loop's time there).
+* ``wide`` (:mod:`recycler._wide`): the N teachers rewritten as one network N times wider --
+  the first layer as one layer with N times the outputs, later convolutions as grouped ones,
+  BatchNorm folded into the convolution before it, linear layers as one batched matmul. One
+  kernel per layer and no copies between layers. Convolutional nets and MLPs that
+  ``torch.fx`` can trace; measured faster than the loop on a CPU too
+  (``examples/benchmarks/kd_overhead.py``: 5 teachers of the demo CNN, batch 128).
+* ``vmap``: ``torch.func.stack_module_state`` + ``vmap(functional_call)``, for any model vmap
+  can batch (transformers included). Pays on accelerators (N-1 fewer kernel launches per
+  layer); on a CPU its batching rules add layout copies and it measured ~2x slower than the
+  loop, so the teacher pool uses it on accelerators only.
+
+``strategy="auto"`` takes the wide rewrite where the model allows it, else vmap. The first
+call with each pattern of arguments is checked against the teachers one by one; a mismatch
+or any failure of the wide path switches to vmap for good, with one warning.
 
 Teachers are constants: both paths run under ``torch.inference_mode()`` and in eval mode.
 """
@@ -19,12 +24,16 @@ Teachers are constants: both paths run under ``torch.inference_mode()`` and in e
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+
+from ._wide import WideEnsemble, WideUnsupported
 
 __all__ = ["FusedEnsemble", "call_args", "can_fuse", "loop_forward", "why_not_fusable"]
 
@@ -100,6 +109,10 @@ def can_fuse(models: Sequence[nn.Module]) -> bool:
     return why_not_fusable(models) is None
 
 
+class NotLogitsError(TypeError):
+    """A teacher's output holds no logits where they were looked for."""
+
+
 def _logits(out: Any, output: OutputFn | None) -> Tensor:
     """The logits in a model's output: ``output(out)`` if given, else the tensor itself, its
     ``.logits`` (or ``["logits"]``), or the first item of a tuple."""
@@ -113,7 +126,7 @@ def _logits(out: Any, output: OutputFn | None) -> Tensor:
         elif isinstance(out, (tuple, list)) and out:
             out = out[0]
     if not isinstance(out, Tensor):
-        raise TypeError(
+        raise NotLogitsError(
             f"a teacher returned {type(out).__name__}, not logits; pass output= to pick them "
             "out of it (e.g. output=lambda out: out.scores)"
         )
@@ -195,16 +208,17 @@ class FusedEnsemble:
     teachers take them: ``ens(x)``, ``ens(x, y)``, ``ens(**batch)``, or as the student got them
     with ``ens.run(inputs)`` (a tensor, a tuple of args, a dict of kwargs). Outputs that are not
     tensors give their ``.logits`` or first item unless ``output`` says otherwise. BatchNorm
-    uses its running statistics (eval mode). ``chunk_size`` bounds how many teachers vmap runs
-    at once (memory).
+    uses its running statistics (eval mode). ``strategy``: ``"auto"`` (the wide rewrite where
+    the model allows it, else vmap), ``"wide"`` or ``"vmap"``; :attr:`kind` says which runs.
+    ``chunk_size`` bounds how many teachers vmap runs at once (memory).
 
     Example:
         >>> teachers = [nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
         ...             for _ in range(5)]
         >>> ens = FusedEnsemble(teachers)
         >>> x = torch.randn(16, 4)
-        >>> ens(x).shape
-        torch.Size([5, 16, 3])
+        >>> ens(x).shape, ens.kind
+        (torch.Size([5, 16, 3]), 'wide')
         >>> torch.allclose(ens(x), loop_forward(teachers, x), atol=1e-6)
         True
     """
@@ -215,7 +229,10 @@ class FusedEnsemble:
         *,
         chunk_size: int | None = None,
         output: OutputFn | None = None,
+        strategy: str = "auto",
     ) -> None:
+        if strategy not in ("auto", "wide", "vmap"):
+            raise ValueError(f"strategy must be 'auto', 'wide' or 'vmap', got {strategy!r}")
         why = why_not_fusable(models)
         if why is not None:
             raise ValueError(f"cannot fuse these teachers: {why}; evaluate them with loop_forward")
@@ -226,22 +243,74 @@ class FusedEnsemble:
         _fold_batchnorms(self._base)
         self._output = output
         self._n = len(models)
+        self._strict = strategy == "wide"
+        self._wide: WideEnsemble | None = None
+        #: Why the wide rewrite is not used ("" while it is).
+        self.why_not_wide = "strategy 'vmap'" if strategy == "vmap" else ""
+        if strategy != "vmap":
+            try:
+                self._wide = WideEnsemble(models)
+            except WideUnsupported as exc:
+                if self._strict:
+                    raise ValueError(f"cannot rewrite the teachers as one wide net: {exc}") from exc
+                self.why_not_wide = str(exc)
+        self._checked: set[tuple[Any, ...]] = set()
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], a: Any, kw: Any) -> Tensor:
             return _logits(functional_call(self._base, (p, b), a, kw), self._output)
 
+        self._one = one
         self._mapped = vmap(one, in_dims=(0, 0, None, None), chunk_size=chunk_size)
 
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def kind(self) -> str:
+        """``"wide"`` or ``"vmap"``: how the next call evaluates the teachers."""
+        return "wide" if self._wide is not None else "vmap"
+
     def forward(self, *args: Any, **kwargs: Any) -> Tensor:
         """Logits of every teacher for the same input, stacked as ``[N, ...]``."""
         with torch.inference_mode():
+            if self._wide is not None:
+                try:
+                    return self._wide_forward(args, kwargs)
+                except NotLogitsError:
+                    raise  # the user's output= picker or the model's output: vmap would fail too
+                except Exception as exc:  # any other failure: fall back to vmap, which is general
+                    if self._strict:
+                        raise
+                    self._wide, self.why_not_wide = None, f"{type(exc).__name__}: {exc}"
+                    warnings.warn(
+                        f"recycler: the wide fused ensemble failed ({self.why_not_wide}); "
+                        "using vmap from now on",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
             out: Tensor = self._mapped(self.params, self.buffers, args, kwargs)
         return out
 
     __call__ = forward
+
+    def _wide_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
+        assert self._wide is not None
+        out = _logits(self._wide(*args, **kwargs), self._output)
+        pattern = _pattern(args, kwargs)
+        if pattern not in self._checked:  # first call of this shape: check against the teachers
+            ref = torch.stack([self._teacher(i, args, kwargs) for i in range(self._n)])
+            if out.shape != ref.shape:
+                raise WideUnsupported(f"shape {tuple(out.shape)}, the teachers' {tuple(ref.shape)}")
+            _check_close(
+                out.float(), ref.float(), half=out.dtype not in (torch.float32, torch.float64)
+            )
+            self._checked.add(pattern)
+        return out
+
+    def _teacher(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
+        params = {k: v[i] for k, v in self.params.items()}
+        buffers = {k: v[i] for k, v in self.buffers.items()}
+        return self._one(params, buffers, args, kwargs)
 
     def run(self, inputs: Any) -> Tensor:
         """:meth:`forward` on inputs as the student got them: a tensor, a tuple, or a dict.
@@ -256,7 +325,28 @@ class FusedEnsemble:
         """Move the stacked weights to ``device`` (in place); returns self."""
         self.params = {k: v.to(device) for k, v in self.params.items()}
         self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
+        if self._wide is not None:
+            self._wide.to(device)
         return self
 
     def __repr__(self) -> str:
         return f"FusedEnsemble({self._n} x {type(self._base).__name__})"
+
+
+def _check_close(out: Tensor, ref: Tensor, *, half: bool) -> None:
+    """Raise WideUnsupported unless ``out`` equals ``ref`` to rounding (NaN/inf where it is)."""
+    finite = ref[torch.isfinite(ref)]
+    scale = 1.0 + (float(finite.abs().max()) if finite.numel() else 0.0)
+    atol = (3e-2 if half else 1e-4) * scale
+    if not bool(torch.isclose(out, ref, rtol=0.0, atol=atol, equal_nan=True).all()):
+        err = float((out - ref).abs().nan_to_num(nan=math.inf).max())
+        raise WideUnsupported(f"its result differs from the teachers' by up to {err:.3g}")
+
+
+def _pattern(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a call looks like apart from the values: arity, keywords, argument types, ranks."""
+
+    def kind(v: Any) -> Any:
+        return ("tensor", v.dim(), v.dtype, v.device) if isinstance(v, Tensor) else type(v)
+
+    return (tuple(map(kind, args)), tuple(sorted((k, kind(v)) for k, v in kwargs.items())))

@@ -263,7 +263,7 @@ class TeachersConfig(_Section):
     chance_metric: float | None = None  # the metric at chance (0.1: 10 classes); None = infer
     max_on_device: int = 5  # teachers kept on the student's device; the rest wait on the CPU
     autocast: Literal["float16", "bfloat16"] | None = None  # teachers' forward dtype
-    fused: bool = True  # same-architecture teachers of a step run in one vmapped call
+    fused: bool = True  # same-architecture teachers of a step run as one fused call
     seed: int | None = None  # seeds pool and per-step sampling; None = fresh randomness
 
     _name: ClassVar[str] = "teachers"

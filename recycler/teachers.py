@@ -110,6 +110,14 @@ class TeacherPool:
     def __len__(self) -> int:
         return len(self._records)
 
+    @property
+    def fusion(self) -> str | None:
+        """How a step with all teachers runs them fused: "wide", "vmap", or None (a loop)."""
+        fused = self._fused if self._fused_ok else None
+        if fused is None or (self._device.type == "cpu" and fused.kind != "wide"):
+            return None
+        return fused.kind
+
     def prepare(self, records: Sequence[TeacherRecord]) -> dict[int, nn.Module | str]:
         """Load the teachers of ``records`` not held yet: id -> model, or why it failed.
 
@@ -197,10 +205,9 @@ class TeacherPool:
     def logits(self, indices: Sequence[int], inputs: Inputs) -> torch.Tensor:
         """Mean logits of the teachers at ``indices`` for ``inputs`` (a constant: no grad)."""
         with torch.inference_mode(), self._autocast_ctx():
-            if len(indices) == len(self._records) > 1 and self._fuses():
-                fused = self._fused_all()
-                if fused is not None:
-                    return fused.run(inputs).mean(dim=0).float()
+            fused = self._fused_all() if len(indices) == len(self._records) > 1 else None
+            if fused is not None:
+                return fused.run(inputs).mean(dim=0).float()
             total: torch.Tensor | None = None
             for i in indices:
                 out = call_model(self._model_on_device(self._records[i].id), inputs).float()
@@ -216,18 +223,19 @@ class TeacherPool:
                 for i in indices
             ]
 
-    def _fuses(self) -> bool:
-        # vmap-fused teachers pay off on accelerators; on the CPU they measured slower than the
-        # loop (examples/benchmarks/kd_overhead.py), so there the loop is used.
-        return self._fused_ok and self._device.type != "cpu"
-
     def _fused_all(self) -> FusedEnsemble | None:
+        """The whole pool as one fused call, where that pays: on accelerators always; on the
+        CPU only the wide rewrite (vmap measured slower than the loop there)."""
+        if not self._fused_ok:
+            return None
         if self._fused is None:
             models = [self._models[r.id] for r in self._records]
             if not can_fuse(models):
                 self._fused_ok = False
                 return None
             self._fused = FusedEnsemble(models).to(self._device)
+        if self._device.type == "cpu" and self._fused.kind != "wide":
+            return None
         return self._fused
 
     def _model_on_device(self, tid: int) -> nn.Module:

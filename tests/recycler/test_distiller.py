@@ -48,6 +48,7 @@ def test_all_teachers_equals_explicit_ensemble(reg: Registry, tmp_path: Path) ->
     expected = nn.functional.cross_entropy(logits, y) + 0.5 * kd_loss(logits, mean)
     assert torch.allclose(total, expected, atol=1e-6)
     assert sorted(kd.stats()["teachers_used"]) == sorted(ids)
+    assert kd._pool is not None and kd._pool.fusion == "wide"  # the fused path, on the CPU too
 
 
 def test_only_correct_distils_the_rows_the_teachers_get_right(
