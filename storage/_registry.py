@@ -10,12 +10,22 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, Table, case, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from . import _checkpoint
 from ._errors import BlobCorruptError, BlobError, StorageError, TeacherNotFoundError
 from ._query import TeacherQuery, build_select
+from ._rdb.changes import STAMP, ChangeCounter
 from ._rdb.engine import dispose, get_engine, reading, writing
 from ._rdb.models import LineageRow, TeacherRow
 from ._rdb.schema import ensure_schema, upgrade
@@ -70,6 +80,8 @@ class Registry:
         self._store = open_store(blobs)
         self._create = create
         self._ready_pid: int | None = None
+        self._changes: ChangeCounter | None = None
+        self._stamps: dict[tuple[str, ...], tuple[tuple[int, int], tuple[int, int, int]]] = {}
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r}, {self._store.url!r})"
@@ -102,7 +114,7 @@ class Registry:
     def close(self) -> None:
         """Close this process's database connections for this registry (reopened on next use)."""
         dispose(self._url)
-        self._ready_pid = None
+        self._ready_pid, self._changes, self._stamps = None, None, {}
 
     def upgrade(self) -> str:
         """Create or upgrade the schema to the current version; returns that version."""
@@ -301,14 +313,19 @@ class Registry:
             >>> reg.stamp(["sweep"])  # doctest: +SKIP
             (3, 6, 3)
         """
-        stmt = select(
-            func.count(),
-            func.coalesce(func.sum(TeacherRow.id), 0),
-            func.coalesce(func.sum(case((TeacherRow.final.is_(True), 1), else_=0)), 0),
-        ).where(TeacherRow.study.in_(list(studies)), TeacherRow.status == Status.READY.value)
-        with reading(self._engine()) as conn:
-            count, ids, finals = conn.execute(stmt).one()
-        return int(count), int(ids), int(finals)
+        engine = self._engine()
+        if self._changes is None:
+            self._changes = ChangeCounter(engine)
+        version, key = self._changes.version(), tuple(studies)
+        known = self._stamps.get(key)
+        if version is not None and known is not None and known[0] == version:
+            return known[1]  # SQLite: no other connection committed since the last query
+        with reading(engine) as conn:
+            count, ids, finals = conn.execute(STAMP, {"studies": list(key)}).one()
+        stamp = (int(count), int(ids), int(finals))
+        if version is not None:
+            self._stamps[key] = (version, stamp)
+        return stamp
 
     def count_finished_trials(self, study: str) -> int:
         """How many distinct trials of ``study`` have a READY final teacher (the ``tr`` unit)."""
