@@ -33,6 +33,9 @@ class LogitCache:
         self.verify_hits = verify_hits
         self._rows: dict[int, torch.Tensor] = {}
         self._filled: dict[int, torch.Tensor] = {}
+        # per teacher: every row below this index is filled (a hit there needs no mask check)
+        self._dense: dict[int, int] = {}
+        self._stored: set[int] = set()  # teachers with rows stored since their prefix was taken
         self._verified: dict[int, int] = {}
         self.full = False
         self.hits = 0
@@ -43,17 +46,28 @@ class LogitCache:
         """Bytes held by the cache tables."""
         return sum(t.element_size() * t.nelement() for t in self._rows.values())
 
-    def lookup(self, teacher_id: int, ids: torch.Tensor) -> torch.Tensor | None:
-        """The cached logits of these samples, or None if any of them is missing."""
+    def lookup(
+        self, teacher_id: int, ids: torch.Tensor, largest: int | None = None
+    ) -> torch.Tensor | None:
+        """The cached logits of these samples, or None if any of them is missing.
+
+        ``largest``: ``ids.max()`` if the caller knows it (saves a reduction per step).
+        """
         rows = self._rows.get(teacher_id)
-        if rows is None or int(ids.max()) >= rows.shape[0]:
+        top = int(ids.max()) if largest is None else largest
+        if rows is None or top >= rows.shape[0]:
             self.misses += 1
             return None
-        if not bool(self._filled[teacher_id][ids].all()):
-            self.misses += 1
-            return None
+        if top >= self._dense[teacher_id]:  # some ids lie past the filled prefix: check each
+            filled = self._filled[teacher_id]
+            if not bool(filled[ids].all()):
+                self.misses += 1
+                return None
+            if teacher_id in self._stored:  # new rows since the prefix was measured
+                self._stored.discard(teacher_id)
+                self._dense[teacher_id] = _filled_prefix(filled)
         self.hits += 1
-        return rows[ids]
+        return rows.index_select(0, ids)
 
     def needs_verify(self, teacher_id: int) -> bool:
         """Whether the next hit of this teacher should be checked against the online path."""
@@ -88,12 +102,17 @@ class LogitCache:
                 grown[: rows.shape[0]] = rows
                 filled[: rows.shape[0]] = self._filled[teacher_id]
             self._rows[teacher_id], self._filled[teacher_id] = grown, filled
+            self._dense.setdefault(teacher_id, 0)
         self._rows[teacher_id][ids] = logits
         self._filled[teacher_id][ids] = True
+        self._stored.add(teacher_id)
 
 
-def check_ids(sample_ids: torch.Tensor | None, batch: int) -> torch.Tensor:
-    """Validate the sample ids the cache needs: one non-negative integer per sample."""
+def check_ids(sample_ids: torch.Tensor | None, batch: int) -> tuple[torch.Tensor, int]:
+    """Validate the sample ids the cache needs: one non-negative integer per sample.
+
+    Returns the ids as int64 and the largest of them.
+    """
     if sample_ids is None:
         raise RecyclerError(
             "distill.cache is on but loss() got no sample_ids: pass sample_ids=<ids of the "
@@ -105,9 +124,18 @@ def check_ids(sample_ids: torch.Tensor | None, batch: int) -> torch.Tensor:
             f"sample_ids must be a 1-D integer tensor with one id per sample ({batch}), got "
             f"shape {tuple(ids.shape)} and dtype {ids.dtype}"
         )
-    if ids.numel() and int(ids.min()) < 0:
+    if not ids.numel():
+        return ids.long(), -1
+    low, high = torch.aminmax(ids)
+    if int(low) < 0:
         raise RecyclerError("sample_ids must be >= 0 (they index the teacher-logit cache)")
-    return ids.long()
+    return ids.long(), int(high)
+
+
+def _filled_prefix(filled: torch.Tensor) -> int:
+    """How many leading rows are filled."""
+    missing = (~filled).nonzero()
+    return int(missing[0, 0]) if missing.numel() else filled.shape[0]
 
 
 def cached_logits(
@@ -116,6 +144,7 @@ def cached_logits(
     indices: list[int],
     inputs: Inputs,
     ids: torch.Tensor,
+    largest: int | None = None,
 ) -> torch.Tensor:
     """Mean logits of the pool's teachers at ``indices`` for samples ``ids``, via the cache.
 
@@ -124,7 +153,7 @@ def cached_logits(
     """
     outs: list[torch.Tensor] = []
     for index, tid in zip(indices, pool.ids(indices), strict=True):
-        hit = cache.lookup(tid, ids)
+        hit = cache.lookup(tid, ids, largest)
         if hit is None:
             fill = range(len(pool)) if not cache.full else [index]
             for i, logits in zip(fill, pool.each_logits(list(fill), inputs), strict=True):

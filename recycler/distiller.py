@@ -20,7 +20,7 @@ from storage import Direction, Registry, StorageError, TeacherQuery, TeacherReco
 
 from ._cache import LogitCache, cached_logits, check_ids
 from .config import RecycleConfig
-from .losses import kd_loss
+from .losses import combine, kd_loss
 from .sampling import StepSampler, eligible, select_pool
 from .schedule import ALWAYS
 from .teachers import BuildFn, Inputs, TeacherPool
@@ -230,7 +230,7 @@ class Distiller:
             for tid in pool.ids(indices):
                 self._used[tid] = self._used.get(tid, 0) + 1
             self._distilled += 1
-            return task + self._weight() * kd
+            return combine(task, kd, self._weight())
         finally:
             self._step += 1
 
@@ -292,8 +292,10 @@ class Distiller:
         sample_ids: torch.Tensor | None,
     ) -> torch.Tensor:
         assert self._cache is not None
-        ids = check_ids(sample_ids, student_logits.shape[0]).to(student_logits.device)
-        return cached_logits(self._cache, pool, indices, inputs, ids)
+        ids, largest = check_ids(sample_ids, student_logits.shape[0])
+        return cached_logits(
+            self._cache, pool, indices, inputs, ids.to(student_logits.device), largest
+        )
 
     def _weight(self) -> float:
         weight = self.config.distill.weight

@@ -56,7 +56,11 @@ def mse_rows(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
         tensor(1.)
     """
     del temperature
-    return torch.nn.functional.mse_loss(student, teacher, reduction="mean")
+    # the call F.mse_loss ends in (reduction 1 = mean; torch's stub says str, the binding
+    # takes the enum as F.mse_loss passes it), without its Python-side broadcasting checks
+    # (the shapes are equal here), which cost ~10% of the KD term on [128, 10] logits
+    out: Tensor = torch._C._nn.mse_loss(student, teacher, 1)  # type: ignore[arg-type]
+    return out
 
 
 def kl_rows(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -134,7 +138,7 @@ def standardize_logits(logits: Tensor, eps: float = VAR_EPS) -> Tensor:
     """
     # layer_norm is exactly this formula (population variance, eps inside the root) in one
     # fused kernel with a fused backward: ~5x cheaper per step than var_mean and friends
-    return torch.nn.functional.layer_norm(logits, logits.shape[-1:], eps=eps)
+    return torch.layer_norm(logits, logits.shape[-1:], None, None, eps)
 
 
 def _rows(logits: Tensor, mask: Tensor | None, name: str) -> Tensor:
@@ -191,18 +195,21 @@ def kd_loss(
             f"student logits {tuple(student_logits.shape)} and teacher logits "
             f"{tuple(teacher_logits.shape)} must have the same shape"
         )
-    _check_mask(student_logits, mask)
-    student = _rows(student_logits, mask, "student")
-    teacher = _rows(teacher_logits.detach(), mask, "teacher")
+    if mask is None and student_logits.dim() == 2:  # class logits: the rows as they are
+        student, teacher = student_logits, teacher_logits.detach()
+    else:
+        _check_mask(student_logits, mask)
+        student = _rows(student_logits, mask, "student")
+        teacher = _rows(teacher_logits.detach(), mask, "teacher")
     if student.dtype in (torch.float16, torch.bfloat16):
         student = student.float()
-    teacher = teacher.to(student.dtype)
+    if teacher.dtype != student.dtype:
+        teacher = teacher.to(student.dtype)
     if student.shape[0] == 0:  # nothing masked: a zero that still has a graph to the student
         return student.sum() * 0.0
     if standardize:
         student = standardize_logits(student)
-        with torch.no_grad():
-            teacher = standardize_logits(teacher)  # a plain tensor now, even from inference mode
+        teacher = standardize_logits(teacher)  # detached: no graph; a plain tensor now
     if teacher.is_inference():
         # Made under torch.inference_mode (as teachers run): autograd may not save it as is.
         teacher = teacher.clone()
@@ -240,4 +247,4 @@ def combine(task_loss: Tensor, kd: Tensor, weight: float) -> Tensor:
         >>> combine(torch.tensor(2.0), torch.tensor(3.0), 0.5)
         tensor(3.5000)
     """
-    return task_loss + weight * kd
+    return torch.add(task_loss, kd, alpha=weight)  # one autograd node, not two
