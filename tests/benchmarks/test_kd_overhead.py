@@ -14,12 +14,12 @@ MODES = [
     "plain",
     "floor",
     "sample-1",
+    "2-of-20 epochs",
+    "cached",
     "all-5 loop",
     "all-5 fused",
     "all-5 vmap",
     "all-5 Distiller",
-    "2-of-20 epochs",
-    "cached",
 ]
 
 
