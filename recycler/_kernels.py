@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 CHUNKS = (1, 2, 4, 8)  # batch chunk counts the first call times
 
 
-def im2col_conv(x: Tensor, w: Tensor, b: Tensor, conv: nn.modules.conv._ConvNd) -> Tensor:
-    """An ungrouped Conv1d/Conv2d with integer padding as im2col + one matmul."""
+def im2col_conv(
+    x: Tensor,
+    w: Tensor,
+    b: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """An ungrouped Conv1d/Conv2d (integer padding, a Conv module's tuples) as im2col + matmul.
+
+    Example:
+        >>> conv = torch.nn.Conv1d(2, 3, 3, padding=1)
+        >>> x = torch.randn(4, 2, 10)
+        >>> got = im2col_conv(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+        >>> torch.allclose(got, conv(x), atol=1e-6)
+        True
+    """
     one_d = x.dim() == 3
     kernel = (1, w.shape[-1]) if one_d else tuple(w.shape[-2:])
     stride, padding, dilation = (
         (pad, int(v[0])) if one_d else (int(v[0]), int(v[1]))
-        for v, pad in ((conv.stride, 1), (conv.padding, 0), (conv.dilation, 1))
+        for v, pad in ((stride, 1), (padding, 0), (dilation, 1))
     )
     image = x.unsqueeze(2) if one_d else x
     cols = F.unfold(image, kernel, dilation, padding, stride)  # [B, Cin*k, L]

@@ -17,6 +17,7 @@ against the teachers one by one.
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
@@ -95,7 +96,8 @@ class WideEnsemble:
     def __init__(self, models: Sequence[nn.Module]) -> None:
         self.n = len(models)
         try:
-            graph = fx.symbolic_trace(models[0]).graph
+            # a weightless copy: the graph keeps its module, and the teachers are not kept
+            graph = fx.symbolic_trace(copy.deepcopy(models[0]).to("meta")).graph
         except Exception as exc:
             raise WideUnsupported(f"torch.fx cannot trace the model: {exc}") from exc
         self._modules = [dict(m.named_modules()) for m in models]
@@ -114,7 +116,7 @@ class WideEnsemble:
                 self._steps.append((node, relu_in_place, done))
             else:
                 self._steps.append((node, self._compile(node, folded), done))
-        self._models = ()  # compiled: the teachers themselves are not kept
+        self._models, self._modules = (), []  # compiled: the teachers are not kept
         #: Batch rows per chunk (None until the first call has timed the choices).
         self.rows: int | None = None
 
@@ -285,11 +287,11 @@ class WideEnsemble:
                 shared_way.append(
                     fastest(
                         conv=lambda: conv_fn(x.t, w, b, *opts, 1),
-                        im2col=lambda: im2col_conv(x.t, w, b, c),
+                        im2col=lambda: im2col_conv(x.t, w, b, *opts),  # type: ignore[arg-type]  # int padding here
                     )
                 )
             if shared_way[0] == "im2col":
-                return Value(im2col_conv(x.t, w, b, c), WIDE)
+                return Value(im2col_conv(x.t, w, b, *opts), WIDE)  # type: ignore[arg-type]
             return Value(conv_fn(x.t, w, b, *opts, 1), WIDE)
 
         return conv_step

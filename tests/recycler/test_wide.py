@@ -215,6 +215,6 @@ def test_im2col_convolution_equals_the_convolution(conv: nn.Module, shape: tuple
     assert isinstance(conv, (nn.Conv1d, nn.Conv2d)) and conv.bias is not None
     x = torch.randn(*shape)
     with torch.no_grad():
-        got = im2col_conv(x, conv.weight, conv.bias, conv)
+        got = im2col_conv(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation)
         assert got.shape == conv(x).shape
         assert (got - conv(x)).abs().max() < 1e-5
