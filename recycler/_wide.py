@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.fx.node import Node, map_arg
 
-from ._kernels import batch_rows, batch_size, fastest, im2col_conv, join_batches
+from ._kernels import CHUNKS, batch_rows, batch_size, fastest, im2col_conv, join_batches
 from ._layout import (
     SHARED,
     STACKED,
@@ -141,15 +141,14 @@ class WideEnsemble:
             return self._run(args, kwargs)
         if self.rows is None:
             ways = {
-                str(k): partial(self._chunked, args, kwargs, -(-batch // k)) for k in (1, 2, 4, 8)
+                str(k): partial(self._chunked, args, kwargs, batch, -(-batch // k)) for k in CHUNKS
             }
             self.rows = -(-batch // int(fastest(**ways)))
-        return self._chunked(args, kwargs, self.rows)
+        return self._chunked(args, kwargs, batch, self.rows)
 
-    def _chunked(self, args: tuple[Any, ...], kwargs: dict[str, Any], rows: int) -> Any:
+    def _chunked(self, args: tuple[Any, ...], kwargs: dict[str, Any], batch: int, rows: int) -> Any:
         """:meth:`_run` on batch chunks of ``rows`` samples, outputs joined along the batch."""
-        batch = batch_size(args, kwargs)
-        if batch is None or rows >= batch:
+        if rows >= batch:
             return self._run(args, kwargs)
         outs = [
             self._run(*batch_rows(args, kwargs, batch, start, rows))

@@ -138,9 +138,9 @@ def test_chunked_batch_equals_one_pass_and_a_chunk_size_is_kept() -> None:
     wide = WideEnsemble(models)
     x = torch.randn(30, 1, 40)
     with torch.inference_mode():
-        whole = wide._chunked((x,), {}, 30)
+        whole = wide._chunked((x,), {}, 30, 30)
         for rows in (7, 8, 15, 29):  # uneven chunks included
-            assert (wide._chunked((x,), {}, rows) - whole).abs().max() < 1e-6
+            assert (wide._chunked((x,), {}, 30, rows) - whole).abs().max() < 1e-6
         assert wide.rows is None
         wide(x)
     assert wide.rows in {-(-30 // k) for k in CHUNKS}
