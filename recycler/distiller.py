@@ -18,9 +18,9 @@ from torch import nn
 
 from storage import Direction, Registry, StorageError, TeacherQuery, TeacherRecord
 
-from ._cache import LogitCache, cached_logits, check_ids
+from ._cache import LogitCache, Lookup, cached_logits, check_ids
 from .config import RecycleConfig
-from .losses import combine, kd_loss
+from .losses import KDTerm, combine
 from .sampling import StepSampler, eligible, select_pool
 from .schedule import ALWAYS
 from .teachers import BuildFn, Inputs, TeacherPool
@@ -85,9 +85,12 @@ class Distiller:
         self._schedule = self.config.distill.schedule
         self._always = self._schedule == ALWAYS
         self._counts_trials = TimeUnit.TRIAL in self._schedule.units
-        self._cache = (
-            LogitCache(self.config.distill.cache_max_bytes) if self.config.distill.cache else None
-        )
+        distill = self.config.distill
+        self._term = KDTerm(distill.loss, distill.temperature, distill.standardize)
+        self._cache = LogitCache(distill.cache_max_bytes) if distill.cache else None
+        # the cache keeps a step's teacher rows as the KD term compares them (only_correct
+        # needs the raw ones)
+        self._prepare = self._cache is not None and not distill.only_correct
         # the clock
         self._step = 0
         self._epoch: int | None = None
@@ -211,20 +214,17 @@ class Distiller:
             pool = self._pool
             assert pool is not None
             indices = self._sampler.sample(len(pool))
-            teacher = self._teacher_logits(pool, indices, inputs, student_logits, sample_ids)
+            teacher, prepared, finite = self._teacher_logits(
+                pool, indices, inputs, student_logits, sample_ids
+            )
             if mask is None and target is not None and student_logits.dim() == 3:
                 mask = target != -100
             if self.config.distill.only_correct:
                 mask = _teacher_correct(teacher, target, mask)
-            kd = kd_loss(
-                student_logits,
-                teacher,
-                kind=self.config.distill.loss,
-                temperature=self.config.distill.temperature,
-                standardize=self.config.distill.standardize,
-                mask=mask,
-            )
-            if self.config.teachers.quality_gate and not math.isfinite(kd.detach().item()):
+            kd = self._term(student_logits, teacher, mask, prepared=prepared)
+            # the quality gate: one scalar check, unless the rows were checked when cached
+            gate = self.config.teachers.quality_gate and not finite
+            if gate and not math.isfinite(kd.detach().item()):
                 self._drop_non_finite(pool, indices, inputs)
                 return task  # no KD this step
             for tid in pool.ids(indices):
@@ -256,7 +256,7 @@ class Distiller:
             elif self._pending is None:
                 self._refresh_in_background()
         pool = self._pool
-        if pool is None or len(pool) == 0 or len(pool) < self.config.teachers.min_pool:
+        if pool is None or len(pool) < self.config.teachers.min_pool:  # min_pool >= 1
             return False
         return not self._counts_trials or self._schedule.active(self.clock())
 
@@ -267,14 +267,15 @@ class Distiller:
         inputs: Inputs,
         student_logits: torch.Tensor,
         sample_ids: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> Lookup:
+        """The step's teacher logits (online, or through the cache)."""
         start = time.perf_counter()
         if self._cache is None:
-            teacher = pool.logits(indices, inputs)
+            out = Lookup(pool.logits(indices, inputs), prepared=False, finite=False)
         else:
-            teacher = self._cached_logits(pool, indices, inputs, student_logits, sample_ids)
+            out = self._cached_logits(pool, indices, inputs, student_logits, sample_ids)
         self._teacher_s += time.perf_counter() - start
-        return teacher
+        return out
 
     def _drop_non_finite(self, pool: TeacherPool, indices: list[int], inputs: Inputs) -> None:
         """The quality gate on logits: drop each sampled teacher whose logits are not finite.
@@ -292,12 +293,13 @@ class Distiller:
         inputs: Inputs,
         student_logits: torch.Tensor,
         sample_ids: torch.Tensor | None,
-    ) -> torch.Tensor:
+    ) -> Lookup:
         assert self._cache is not None
         ids, largest = check_ids(sample_ids, student_logits.shape[0])
-        return cached_logits(
-            self._cache, pool, indices, inputs, ids.to(student_logits.device), largest
-        )
+        prepare = (lambda t: self._term.target(t, student_logits)) if self._prepare else None
+        if ids.device != student_logits.device:
+            ids = ids.to(student_logits.device)
+        return cached_logits(self._cache, pool, indices, inputs, ids, largest, prepare)
 
     def _weight(self) -> float:
         weight = self.config.distill.weight

@@ -26,6 +26,7 @@ from .errors import ConfigError
 
 __all__ = [
     "KDLossFn",
+    "KDTerm",
     "average_teachers",
     "combine",
     "get_loss",
@@ -164,6 +165,76 @@ def _check_mask(student: Tensor, mask: Tensor | None) -> None:
         )
 
 
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class KDTerm:
+    """The KD term with its settings checked once: what a training loop calls every step.
+
+    ``KDTerm(kind, temperature, standardize)(s, t, mask)`` is :func:`kd_loss` with those
+    settings. :meth:`target` prepares the teacher's side as the term compares it (detached,
+    float, standardised when asked), row by row: a teacher-logit cache can store that and pass
+    ``prepared=True``, with the same result to the last bit.
+
+    Example:
+        >>> term = KDTerm("mse")
+        >>> s, t = torch.randn(8, 10), 20 * torch.randn(8, 10)
+        >>> bool(term(s, term.target(t, s), prepared=True) == kd_loss(s, t))
+        True
+    """
+
+    def __init__(self, kind: str = "mse", temperature: float = 4.0, standardize: bool = True):
+        self.fn = get_loss(kind)
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature!r}")
+        self.kind = kind
+        self.temperature = float(temperature)
+        self.standardize = standardize
+
+    def target(self, teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+        """Teacher logits as the term compares them with these student logits."""
+        dtype = torch.float32 if student_logits.dtype in _HALF else student_logits.dtype
+        teacher = teacher_logits.detach()
+        if teacher.dtype != dtype:
+            teacher = teacher.to(dtype)
+        if self.standardize and teacher.numel():
+            teacher = standardize_logits(teacher)  # detached: no graph; a plain tensor now
+        if teacher.is_inference():
+            # Made under torch.inference_mode (as teachers run): autograd may not save it as is.
+            teacher = teacher.clone()
+        return teacher
+
+    def __call__(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        mask: Tensor | None = None,
+        *,
+        prepared: bool = False,
+    ) -> Tensor:
+        """The KD term (a scalar); ``prepared``: the teacher logits came from :meth:`target`."""
+        if student_logits.shape != teacher_logits.shape:
+            raise ValueError(
+                f"student logits {tuple(student_logits.shape)} and teacher logits "
+                f"{tuple(teacher_logits.shape)} must have the same shape"
+            )
+        if mask is None and student_logits.dim() == 2:  # class logits: the rows as they are
+            student, teacher = student_logits, teacher_logits
+        else:
+            _check_mask(student_logits, mask)
+            student = _rows(student_logits, mask, "student")
+            teacher = _rows(teacher_logits.detach(), mask, "teacher")
+        if student.dtype in _HALF:
+            student = student.float()
+        if not prepared:
+            teacher = self.target(teacher, student)
+        if student.shape[0] == 0:  # nothing masked: a zero that still has a graph to the student
+            return student.sum() * 0.0
+        if self.standardize:
+            student = standardize_logits(student)
+        return self.fn(student, teacher, self.temperature)
+
+
 def kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -179,6 +250,7 @@ def kd_loss(
     ``mask`` (bool, the logits' shape without the class dim) keeps only the rows where it is
     True. Teacher logits are constants (detached). Half-precision logits are computed in float32.
     ``kind="mse"``: mean over all kept elements; ``kind="kl"``: ``tau**2 * KL``, mean over rows.
+    A loop calling it every step can build a :class:`KDTerm` once instead.
 
     Example:
         >>> s = torch.randn(8, 10, requires_grad=True)
@@ -187,33 +259,7 @@ def kd_loss(
         >>> loss.backward(); s.grad.shape
         torch.Size([8, 10])
     """
-    fn = get_loss(kind)
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature!r}")
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(
-            f"student logits {tuple(student_logits.shape)} and teacher logits "
-            f"{tuple(teacher_logits.shape)} must have the same shape"
-        )
-    if mask is None and student_logits.dim() == 2:  # class logits: the rows as they are
-        student, teacher = student_logits, teacher_logits.detach()
-    else:
-        _check_mask(student_logits, mask)
-        student = _rows(student_logits, mask, "student")
-        teacher = _rows(teacher_logits.detach(), mask, "teacher")
-    if student.dtype in (torch.float16, torch.bfloat16):
-        student = student.float()
-    if teacher.dtype != student.dtype:
-        teacher = teacher.to(student.dtype)
-    if student.shape[0] == 0:  # nothing masked: a zero that still has a graph to the student
-        return student.sum() * 0.0
-    if standardize:
-        student = standardize_logits(student)
-        teacher = standardize_logits(teacher)  # detached: no graph; a plain tensor now
-    if teacher.is_inference():
-        # Made under torch.inference_mode (as teachers run): autograd may not save it as is.
-        teacher = teacher.clone()
-    return fn(student, teacher, float(temperature))
+    return KDTerm(kind, temperature, standardize)(student_logits, teacher_logits, mask)
 
 
 def average_teachers(logits: Sequence[Tensor] | Tensor) -> Tensor:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from recycler import losses
 from recycler.errors import ConfigError
 from recycler.losses import (
+    KDTerm,
     average_teachers,
     combine,
     get_loss,
@@ -113,6 +114,28 @@ def test_mask_ignores_unmasked_positions() -> None:
     t2[~mask] = 1e6
     assert torch.equal(kd_loss(s, t2, mask=mask), base)
     assert torch.allclose(base, kd_loss(s[mask], t[mask]))
+
+
+@pytest.mark.parametrize("kind", ["mse", "kl"])
+@pytest.mark.parametrize("standardize", [True, False])
+@pytest.mark.parametrize("student_dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_prepared_teacher_gives_the_same_term_bit_for_bit(
+    kind: str, standardize: bool, student_dtype: torch.dtype
+) -> None:
+    """What a cache stores (KDTerm.target, row by row, from a whole batch) changes nothing."""
+    s = _logits(4, 6, 9, scale=2.0, seed=11).to(student_dtype).requires_grad_()
+    t = _logits(4, 6, 9, scale=15.0, seed=12).half()  # a teacher run under fp16 autocast
+    mask = torch.rand(4, 6, generator=torch.Generator().manual_seed(13)) < 0.5
+    term = KDTerm(kind, 2.5, standardize)
+    stored = term.target(torch.cat([t, -t]), s)  # prepared with other samples in the batch
+    for m in (mask, None):
+        want = kd_loss(s, t, kind=kind, temperature=2.5, standardize=standardize, mask=m)
+        got = term(s, stored[:4], m, prepared=True)
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    want_loss = kd_loss(s, t, kind=kind, temperature=2.5, standardize=standardize)
+    (want_grad,) = torch.autograd.grad(want_loss, s)
+    (got_grad,) = torch.autograd.grad(term(s, stored[:4], prepared=True), s)
+    assert torch.equal(got_grad, want_grad)
 
 
 def test_token_logits_without_mask_are_rows() -> None:
