@@ -7,7 +7,10 @@ that rotates), so the machine's slow swings in speed hit every mode alike: on th
 first step of each block is not counted (it starts on the previous mode's caches). The light
 modes and the 5-teacher modes are measured in two groups, one after the other, each with its
 own plain and floor: the ensembles' large activations slowed whichever mode ran next. Reported:
-the median step time of each mode and its ratio to the plain step of its group.
+the median step time of each mode, and its ratio to the plain step (and the floor) of its
+group, taken cycle by cycle: a cycle runs one block of every mode in under half a second, the
+ratio of two modes' block medians in one cycle is free of the machine's slower swings in speed
+(plain ran 4.0 and 5.3 ms a step within minutes here), and the median over cycles is reported.
 
     python examples/benchmarks/kd_overhead.py            # about 3-4 minutes on 2 CPU cores
     python examples/benchmarks/kd_overhead.py --quick    # a smoke run
@@ -32,6 +35,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -72,22 +76,26 @@ def main() -> None:
     steps_per_epoch = 10
     steps = 4 * steps_per_epoch if args.quick else 20 * steps_per_epoch  # one 20-epoch period
 
-    medians: list[dict[str, float]] = []
+    groups: list[Group] = []
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp), batch=args.batch, steps_per_epoch=steps_per_epoch)
-        for group in GROUPS:  # each group made and measured on its own, light one first
-            medians.append(measure(bench, bench.modes(group), rounds=rounds, steps=steps))
+        for names in GROUPS:  # each group made and measured on its own, light one first
+            groups.append(measure(bench, bench.modes(names), rounds=rounds, steps=steps))
         print(
             f"all-5 fused ran as: {bench.fused_kind()} (the wide rewrite, or vmap if it fell back)"
         )
-    report(medians, args)
+    on = groups[0].on
+    print(f"{SCHEDULED}: {sum(on) / len(on):.3f} of the steps distilled")
+    report(groups, args)
 
 
-def measure(bench: Bench, modes: dict[str, Step], *, rounds: int, steps: int) -> dict[str, float]:
-    """Median seconds per step of each mode, the modes interleaved epoch by epoch."""
+Cycle = dict[str, float]  # one rotation: each mode's median step of its block
+
+
+def measure(bench: Bench, modes: dict[str, Step], *, rounds: int, steps: int) -> Group:
+    """Each mode's steps, the modes interleaved epoch by epoch, and every cycle's block medians."""
     spe = bench.steps_per_epoch
-    times: dict[str, list[float]] = {name: [] for name in modes}
-    on: list[bool] = []  # per step of the scheduled mode: whether it distilled
+    group = Group({name: [] for name in modes}, [], [])
     for step in modes.values():  # warm-up (and the cache's filling epoch)
         for i in range(spe * 2):
             step(i)
@@ -96,22 +104,46 @@ def measure(bench: Bench, modes: dict[str, Step], *, rounds: int, steps: int) ->
         for b, first in enumerate(range(0, steps, spe)):
             # one epoch per mode in turn, in an order that rotates epoch by epoch
             k = (r * steps + b) % len(names)
+            cycle: Cycle = {}
             for name in names[k:] + names[:k]:
+                before = bench.scheduled_steps() if name == SCHEDULED else 0
+                block = []
                 for i in range(first, first + spe):
-                    before = bench.scheduled_steps() if name == SCHEDULED else 0
                     start = time.perf_counter()
                     modes[name](i)
                     elapsed = time.perf_counter() - start
-                    if i == first:
-                        continue  # its caches were the previous mode's: a warm-up step
-                    times[name].append(elapsed)
-                    if name == SCHEDULED:
-                        on.append(bench.scheduled_steps() > before)
+                    if i > first:  # the first step ran on the previous mode's caches: warm-up
+                        block.append(elapsed)
+                if name == SCHEDULED:  # a block is one epoch: it distils all through, or not
+                    group.on.append(bench.scheduled_steps() > before)
+                group.times[name] += block
+                cycle[name] = statistics.median(block)
+            group.cycles.append(cycle)
         print(f"{', '.join(names)}: round {r + 1}/{rounds} done", flush=True)
-    out = {name: statistics.median(ts) for name, ts in times.items() if name != SCHEDULED}
-    if SCHEDULED in modes:
-        out[SCHEDULED] = amortised(times[SCHEDULED], on)
-    return {name: out[name] for name in modes}
+    return group
+
+
+@dataclass
+class Group:
+    """The timings of a group of modes measured together."""
+
+    times: dict[str, list[float]]  # every counted step of each mode, in seconds
+    cycles: list[Cycle]
+    on: list[bool]  # per cycle: whether the scheduled mode's block distilled
+
+    def median(self, name: str) -> float:
+        """The mode's median step (the scheduled mode: amortised over its period)."""
+        if name != SCHEDULED:
+            return statistics.median(self.times[name])
+        per_block = len(self.times[name]) // len(self.on)
+        on = [o for o in self.on for _ in range(per_block)]
+        return amortised(self.times[name], on)
+
+    def ratio(self, name: str, base: str) -> float:
+        """Median over the cycles of the mode's block median over the base's: the two were
+        measured a fraction of a second apart, so the machine's slow swings cancel out."""
+        ratios = [c[name] / c[base] for c in self.cycles]
+        return amortised(ratios, self.on) if name == SCHEDULED else statistics.median(ratios)
 
 
 class Bench:
@@ -222,31 +254,33 @@ class Bench:
 
 def amortised(times: list[float], on: list[bool]) -> float:
     """A schedule's cost per step over its period: the medians of its distilled and other
-    steps, weighted by the fraction distilled (robust to noise spikes, unlike the mean)."""
+    steps (or step ratios), weighted by the fraction distilled (robust to noise spikes, unlike
+    the mean)."""
     distilled = [t for t, o in zip(times, on, strict=True) if o]
     other = [t for t, o in zip(times, on, strict=True) if not o]
     f = len(distilled) / len(times)
     cost = (f * statistics.median(distilled) if distilled else 0.0) + (
         (1 - f) * statistics.median(other) if other else 0.0
     )
-    print(f"{SCHEDULED}: {f:.3f} of the steps distilled")
     return cost
 
 
-def report(groups: list[dict[str, float]], args: argparse.Namespace) -> None:
-    """Median step times and their ratios to plain and floor of the same group."""
+def report(groups: list[Group], args: argparse.Namespace) -> None:
+    """Median step times, and ratios to plain and floor of the same group, cycle by cycle."""
     print(f"\nKD overhead per training step (batch {args.batch}, {args.threads} thread(s))")
     print(f"{'mode':<16} {'step ms':>9} {'x plain':>8} {'x floor':>8}")
     ratios: dict[str, dict[str, float]] = {}
-    for g, median in enumerate(groups):
-        for name, value in median.items():
-            ratios[name] = {base: value / median[base] for base in median}
+    for g, group in enumerate(groups):
+        for name in group.times:
+            ratios[name] = {base: group.ratio(name, base) for base in ("plain", "floor")}
             if g and name in ("plain", "floor"):
                 continue  # shown once, from the first group
             print(
-                f"{name:<16} {value * 1e3:>9.3f} {ratios[name]['plain']:>8.3f} "
+                f"{name:<16} {group.median(name) * 1e3:>9.3f} {ratios[name]['plain']:>8.3f} "
                 f"{ratios[name]['floor']:>8.3f}"
             )
+        if "all-5 loop" in group.times:
+            ratios["all-5 fused"]["all-5 loop"] = group.ratio("all-5 fused", "all-5 loop")
     print("\ntargets")
     for name, (base, limit, text) in TARGETS.items():
         ratio = ratios[name][base]
