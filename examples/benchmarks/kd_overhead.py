@@ -12,7 +12,7 @@ group, taken cycle by cycle: a cycle runs one block of every mode in under half 
 ratio of two modes' block medians in one cycle is free of the machine's slower swings in speed
 (plain ran 4.0 and 5.3 ms a step within minutes here), and the median over cycles is reported.
 
-    python examples/benchmarks/kd_overhead.py            # about 3-4 minutes on 2 CPU cores
+    python examples/benchmarks/kd_overhead.py            # about 5 minutes on 2 CPU cores
     python examples/benchmarks/kd_overhead.py --quick    # a smoke run
 
 Modes:
@@ -26,6 +26,8 @@ Modes:
   2-of-20 epochs  Distiller on the schedule "every 20ep for 2ep", amortised over 20 epochs:
                   f * median(distilled steps) + (1 - f) * median(other steps), f = 2/20
   cached          Distiller with the teacher-logit cache, after its first (filling) epoch
+  KD by hand      plain + the KD term on teacher rows standardised beforehand, no Distiller
+                  (the least a cached step can cost)
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from recycler._fused import FusedEnsemble, loop_forward
 from recycler.config import RecycleConfig
 from recycler.demo.task import ConvNet1D
 from recycler.distiller import Distiller
-from recycler.losses import kd_loss
+from recycler.losses import KDTerm, combine, kd_loss
 from storage import Registry
 
 Step = Callable[[int], None]
@@ -53,7 +55,7 @@ SCHEDULED = "2-of-20 epochs"
 #: Measured group by group: the ensemble modes' large activations disturb the CPU caches and the
 #: allocator of whatever runs next, which one mode running alone (a real trial) never meets.
 GROUPS = (
-    ("plain", "floor", "sample-1", SCHEDULED, "cached"),
+    ("plain", "floor", "sample-1", SCHEDULED, "cached", "KD by hand"),
     ("plain", "floor", "all-5 loop", "all-5 fused", "all-5 vmap", "all-5 Distiller"),
 )
 TARGETS = {
@@ -199,6 +201,24 @@ class Bench:
 
         return step
 
+    def by_hand(self) -> Step:
+        """Plain + the KD term against the first teacher's rows, standardised beforehand."""
+        net, opt = self.student()
+        term = KDTerm()
+        with torch.no_grad():
+            rows = [term.target(self.teachers[0](x), x) for x, _ in self.data]
+
+        def step(i: int) -> None:
+            x, y = self.data[i % self.steps_per_epoch]
+            logits = net(x)
+            kd = term(logits, rows[i % self.steps_per_epoch], prepared=True)
+            loss = combine(F.cross_entropy(logits, y), kd, 1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+
+        return step
+
     def distilled(self, **sections: object) -> Step:
         net, opt = self.student()
         cfg = RecycleConfig.from_dict(
@@ -231,6 +251,7 @@ class Bench:
             "sample-1": lambda: self.distilled(teachers={"per_step": 1}),
             SCHEDULED: lambda: self.distilled(distill={"schedule": "every 20ep for 2ep"}),
             "cached": lambda: self.distilled(distill={"cache": True}),
+            "KD by hand": self.by_hand,
             "all-5 loop": lambda: self.manual(lambda x: loop_forward(self.teachers, x)),
             "all-5 fused": lambda: self.manual(self._fused("auto")),
             "all-5 vmap": lambda: self.manual(self._fused("vmap")),

@@ -16,6 +16,7 @@ MODES = [
     "sample-1",
     "2-of-20 epochs",
     "cached",
+    "KD by hand",
     "all-5 loop",
     "all-5 fused",
     "all-5 vmap",
