@@ -3,8 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-BENCH_TYPED := $(wildcard examples/benchmarks/_*.py) examples/benchmarks/sweep_speedup.py \
-	examples/benchmarks/paper_tables.py
+BENCH_TYPED := $(wildcard examples/benchmarks/*.py)
 
 .PHONY: demo test lint venv clean
 

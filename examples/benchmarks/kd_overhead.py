@@ -195,9 +195,7 @@ class Bench:
                     t = teachers(x)
                 if t.dim() == 3:  # all-5 fused: [5, B, C] -> mean, then the KD term
                     loss = loss + kd_loss(logits, t.mean(0))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
+            update(opt, loss)
 
         return step
 
@@ -213,9 +211,7 @@ class Bench:
             logits = net(x)
             kd = term(logits, rows[i % self.steps_per_epoch], prepared=True)
             loss = combine(F.cross_entropy(logits, y), kd, 1.0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
+            update(opt, loss)
 
         return step
 
@@ -231,9 +227,7 @@ class Bench:
         def step(i: int) -> None:
             x, y = self.data[i % self.steps_per_epoch]
             loss = kd.loss(net(x), y, x, sample_ids=self.ids[i % self.steps_per_epoch])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
+            update(opt, loss)
 
         return step
 
@@ -271,6 +265,13 @@ class Bench:
     def fused_kind(self) -> str:
         """How the "all-5 fused" mode ran its teachers."""
         return self.fused["auto"].kind if "auto" in self.fused else "not run"
+
+
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """The step's backward and SGD update, the same in every mode."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    opt.step()
 
 
 def amortised(times: list[float], on: list[bool]) -> float:
