@@ -19,7 +19,7 @@ from .errors import ConfigError, MissingExtraError, RecyclerError
 if TYPE_CHECKING:
     from .config import DistillConfig, RecycleConfig, RegisterConfig, TeachersConfig
     from .distiller import Distiller, output_signature
-    from .losses import kd_loss, register_loss
+    from .losses import KDTerm, kd_loss, register_loss
     from .sampling import StepSampler, eligible, select_pool
     from .schedule import Schedule
     from .teachers import TeacherPool
@@ -33,6 +33,7 @@ _LAZY = {
     "TeachersConfig": "config",
     "Distiller": "distiller",
     "output_signature": "distiller",
+    "KDTerm": "losses",
     "kd_loss": "losses",
     "register_loss": "losses",
     "StepSampler": "sampling",
@@ -59,6 +60,7 @@ __all__ = [
     "ConfigError",
     "DistillConfig",
     "Distiller",
+    "KDTerm",
     "MissingExtraError",
     "RecycleConfig",
     "RecyclerError",
