@@ -12,8 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from storage import Registry, TeacherQuery, TeacherRecord
-
+from ._storage import Registry, TeacherQuery, TeacherRecord
 from .errors import ConfigError, MissingExtraError, RecyclerError
 
 if TYPE_CHECKING:

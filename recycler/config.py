@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import yaml
 
-from storage import display_url, redact
-
+from ._storage import display_url, redact
 from .errors import ConfigError
 from .schedule import ALWAYS, Schedule
 from .time import Time, TimeUnit

@@ -20,8 +20,7 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
-from storage import Direction, Status, TeacherRecord
-
+from ._storage import Direction, Status, TeacherRecord
 from .errors import ConfigError
 
 __all__ = [

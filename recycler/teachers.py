@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from storage import Registry, StorageError, TeacherRecord
-
-from ._fused import FusedEnsemble, can_fuse
+from ._storage import Registry, StorageError, TeacherRecord
+from .fused import FusedEnsemble, call_args, can_fuse, logits_of
 
 log = logging.getLogger(__name__)
 
@@ -26,25 +25,8 @@ BuildFn = Callable[[Mapping[str, Any]], nn.Module]
 
 def call_model(model: Callable[..., Any], inputs: Inputs) -> torch.Tensor:
     """Call ``model`` with inputs as the student got them and return its logits."""
-    if isinstance(inputs, torch.Tensor):
-        out = model(inputs)
-    elif isinstance(inputs, Mapping):
-        out = model(**inputs)
-    else:
-        out = model(*inputs)
-    return as_logits(out)
-
-
-def as_logits(out: Any) -> torch.Tensor:
-    """Logits from a model output: a tensor, an object with ``.logits``, or a tuple's first item."""
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(out).__name__}")
+    args, kwargs = call_args(inputs)
+    return logits_of(model(*args, **kwargs))
 
 
 class TeacherPool:

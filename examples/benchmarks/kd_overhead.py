@@ -43,10 +43,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from recycler._fused import FusedEnsemble, loop_forward
 from recycler.config import RecycleConfig
 from recycler.demo.task import ConvNet1D
 from recycler.distiller import Distiller
+from recycler.fused import FusedEnsemble, loop_forward
 from recycler.losses import KDTerm, combine, kd_loss
 from storage import Registry
 

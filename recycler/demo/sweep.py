@@ -24,8 +24,7 @@ from typing import Any
 import optuna
 import torch
 
-from storage import Registry
-
+from .._storage import Registry
 from ..config import DistillConfig, RecycleConfig, TeachersConfig
 from ..distiller import Distiller
 from ..integrations.optuna import ATTR_KEY, recycle

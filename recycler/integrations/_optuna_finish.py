@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage import TeacherRecord, redact
-
+from .._storage import TeacherRecord, redact
 from ..config import RecycleConfig
 from ..distiller import Distiller
 

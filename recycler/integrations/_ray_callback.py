@@ -9,8 +9,7 @@ from typing import Any
 
 from ray import tune
 
-from storage import Registry, StorageError, TeacherRecord
-
+from .._storage import Registry, StorageError, TeacherRecord
 from ..config import RecycleConfig
 from ..errors import ConfigError
 from ._ray_common import (

@@ -26,8 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from torch import nn
 
-from storage import Direction, load_torch_file
-
+from .._storage import Direction, load_torch_file
 from ..config import RecycleConfig
 from ..errors import ConfigError
 from ..time import Clock

@@ -37,8 +37,7 @@ from typing import Any, Literal, overload
 
 from torch import nn
 
-from storage import Direction, Registry, StorageError, TeacherQuery, TeacherRecord
-
+from .._storage import Direction, Registry, StorageError, TeacherQuery, TeacherRecord
 from ..config import RecycleConfig
 from ..distiller import Distiller
 from ..errors import ConfigError, MissingExtraError

@@ -12,7 +12,7 @@ import pytest
 import torch
 from _cli_helpers import Filled, RunCli
 
-from recycler._cli_format import to_json
+from recycler.cli._format import to_json
 from storage import SCHEMA_VERSION, Registry, Status, TeacherRecord
 from storage._rdb.engine import dispose_all
 

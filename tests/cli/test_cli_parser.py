@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from recycler import cli
-from recycler._cli_base import Parser, Subparsers, safe_message
+from recycler.cli._base import Parser, Subparsers, safe_message
 
 
 def _in_process(
@@ -37,7 +37,7 @@ def test_in_process_usage_errors_interrupts_and_help(
     def interrupted(*_args: object, **_kw: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("recycler._cli_teachers.open_registry", interrupted)
+    monkeypatch.setattr("recycler.cli.teachers.open_registry", interrupted)
     assert cli.main(["teachers", "list"]) == 130
     assert capsys.readouterr().err == "recycler: interrupted\n"
 

@@ -17,7 +17,7 @@ import torch
 from _fused_models import N, cnn, mlp, teachers
 from torch import Tensor, nn
 
-from recycler._fused import FusedEnsemble, call_args, can_fuse, loop_forward, why_not_fusable
+from recycler.fused import FusedEnsemble, call_args, can_fuse, loop_forward, why_not_fusable
 
 
 class TwoInputs(nn.Module):

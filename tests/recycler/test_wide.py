@@ -11,12 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _fused_models import N, cnn, mlp, teachers
+from recycler._kernels import CHUNKS, im2col_conv
 from torch import Tensor, nn
 
-from recycler._fused import FusedEnsemble, loop_forward
-from recycler._kernels import CHUNKS, im2col_conv
-from recycler._wide import WideEnsemble, WideUnsupported
 from recycler.demo.task import ConvNet1D
+from recycler.fused import FusedEnsemble, WideEnsemble, WideUnsupported, loop_forward
 
 
 class ResBlockNet(nn.Module):

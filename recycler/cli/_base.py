@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from storage import DEFAULT_BLOBS, DEFAULT_URL, Registry, redact
+from .._storage import DEFAULT_BLOBS, DEFAULT_URL, Registry, redact
 
 REGISTRY_ENV = "RECYCLER_REGISTRY"
 BLOBS_ENV = "RECYCLER_BLOBS"

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
-from .errors import RecyclerError
-from .losses import average_teachers
+from ..errors import RecyclerError
+from ..losses import average_teachers
 
 if TYPE_CHECKING:
-    from .teachers import Inputs, TeacherPool
+    from ..teachers import Inputs, TeacherPool
 
 #: What the cache stores of a step's teacher logits (identity when None): ``KDTerm.target``.
 Prepare = Callable[[torch.Tensor], torch.Tensor]

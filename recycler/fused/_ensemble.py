@@ -3,7 +3,7 @@
 :class:`FusedEnsemble` evaluates N teachers with their inputs shared and returns ``[N, ...]``
 logits; :func:`loop_forward` is the plain loop with the same result shape. Two ways to fuse:
 
-* ``wide`` (:mod:`recycler._wide`): the N teachers rewritten as one network N times wider --
+* ``wide`` (:mod:`recycler.fused._wide`): the N teachers rewritten as one network N times wider --
   the first layer as one layer with N times the outputs, later convolutions as grouped ones,
   BatchNorm folded into the convolution before it, linear layers as one batched matmul. One
   kernel per layer and no copies between layers. Convolutional nets and MLPs that
@@ -26,39 +26,17 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from ._outputs import NotLogitsError, OutputFn, call_args, logits_of
 from ._wide import WideEnsemble, WideUnsupported
 
-__all__ = ["FusedEnsemble", "call_args", "can_fuse", "loop_forward", "why_not_fusable"]
-
-#: Picks the logits out of a model's output (e.g. ``lambda out: out.scores``).
-OutputFn = Callable[[Any], Tensor]
-
-
-def call_args(inputs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Positional and keyword arguments for a teacher, from how the student was called.
-
-    A tuple or list is the positional arguments, a mapping the keyword arguments, anything
-    else (a tensor) the single positional argument.
-
-    Example:
-        >>> call_args({"input_ids": 1})
-        ((), {'input_ids': 1})
-        >>> call_args((1, 2))
-        ((1, 2), {})
-    """
-    if isinstance(inputs, Mapping):
-        return (), dict(inputs)
-    if isinstance(inputs, (tuple, list)):
-        return tuple(inputs), {}
-    return (inputs,), {}
-
+__all__ = ["FusedEnsemble", "can_fuse", "loop_forward", "why_not_fusable"]
 
 def _signature(model: nn.Module) -> list[tuple[str, str, tuple[int, ...], torch.dtype, str]]:
     return [
@@ -109,30 +87,6 @@ def can_fuse(models: Sequence[nn.Module]) -> bool:
     return why_not_fusable(models) is None
 
 
-class NotLogitsError(TypeError):
-    """A teacher's output holds no logits where they were looked for."""
-
-
-def _logits(out: Any, output: OutputFn | None) -> Tensor:
-    """The logits in a model's output: ``output(out)`` if given, else the tensor itself, its
-    ``.logits`` (or ``["logits"]``), or the first item of a tuple."""
-    if output is not None:
-        out = output(out)
-    elif not isinstance(out, Tensor):
-        if isinstance(out, Mapping) and "logits" in out:
-            out = out["logits"]
-        elif hasattr(out, "logits"):
-            out = out.logits
-        elif isinstance(out, (tuple, list)) and out:
-            out = out[0]
-    if not isinstance(out, Tensor):
-        raise NotLogitsError(
-            f"a teacher returned {type(out).__name__}, not logits; pass output= to pick them "
-            "out of it (e.g. output=lambda out: out.scores)"
-        )
-    return out
-
-
 def loop_forward(
     models: Sequence[nn.Module],
     args: Any = (),
@@ -155,7 +109,7 @@ def loop_forward(
     pos = args if isinstance(args, tuple) else (args,)
     kw = dict(kwargs or {})
     with torch.inference_mode():
-        return torch.stack([_logits(m(*pos, **kw), output) for m in models])
+        return torch.stack([logits_of(m(*pos, **kw), output) for m in models])
 
 
 class _EvalBatchNorm(nn.Module):
@@ -257,7 +211,7 @@ class FusedEnsemble:
         self._checked: set[tuple[Any, ...]] = set()
 
         def one(p: dict[str, Tensor], b: dict[str, Tensor], a: Any, kw: Any) -> Tensor:
-            return _logits(functional_call(self._base, (p, b), a, kw), self._output)
+            return logits_of(functional_call(self._base, (p, b), a, kw), self._output)
 
         self._one = one
         self._mapped = vmap(one, in_dims=(0, 0, None, None), chunk_size=chunk_size)
@@ -295,7 +249,7 @@ class FusedEnsemble:
 
     def _wide_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
         assert self._wide is not None
-        out = _logits(self._wide(*args, **kwargs), self._output)
+        out = logits_of(self._wide(*args, **kwargs), self._output)
         pattern = _pattern(args, kwargs)
         if pattern not in self._checked:  # first call of this shape: check against the teachers
             ref = torch.stack([self._teacher(i, args, kwargs) for i in range(self._n)])

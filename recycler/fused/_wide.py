@@ -11,7 +11,7 @@ The model is traced with ``torch.fx``. Every value of the traced program is held
 three layouts of the N teachers' values: *shared* (the same for all: the inputs), *wide*
 (``[B, N*C, ...]``: teacher n's channels at ``n*C:(n+1)*C``) or *stacked* (``[N, B, ...]``).
 Operations outside the supported set raise :class:`WideUnsupported` naming them; callers
-(:class:`~recycler._fused.FusedEnsemble`) then use vmap, and they check the first result
+(:class:`~recycler.fused.FusedEnsemble`) then use vmap, and they check the first result
 against the teachers one by one.
 """
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConfigError
-from .time import Time, TimeUnit
+from ..errors import ConfigError
+from ..time import Time, TimeUnit
 
 EXAMPLES = (
     "always, never, 'until 20ep', 'from 40ep until 60ep', 'every 20ep for 2ep', "

@@ -6,9 +6,8 @@ import argparse
 import dataclasses
 import os
 
-from storage import LocalBlobStore, Registry, Status, TeacherQuery
-
-from ._cli_base import (
+from .._storage import LocalBlobStore, Registry, Status, TeacherQuery
+from ._base import (
     CliError,
     Parser,
     Subparsers,
@@ -17,7 +16,7 @@ from ._cli_base import (
     positive_int,
     print_json,
 )
-from ._cli_format import teacher_details, teachers_table, to_json
+from ._format import teacher_details, teachers_table, to_json
 
 _STATUSES = ", ".join(s.value for s in Status)
 

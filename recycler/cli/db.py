@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._cli_base import Parser, Subparsers, open_registry
+from ._base import Parser, Subparsers, open_registry
 
 
 def add(sub: Subparsers, common: Parser) -> None:

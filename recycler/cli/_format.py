@@ -9,7 +9,7 @@ import json
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from storage import LineageRecord, TeacherRecord
+from .._storage import LineageRecord, TeacherRecord
 
 _MAX_CELL = 48
 _NONE = "-"

@@ -16,15 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from storage import Direction, Registry, StorageError, TeacherQuery, TeacherRecord
-
+from .._storage import Direction, Registry, StorageError, TeacherQuery, TeacherRecord
+from ..config import RecycleConfig
+from ..losses import KDTerm, combine
+from ..sampling import StepSampler, eligible, select_pool
+from ..schedule import ALWAYS
+from ..teachers import BuildFn, Inputs, TeacherPool
+from ..time import Clock, Time, TimeUnit
 from ._cache import LogitCache, Lookup, cached_logits, check_ids
-from .config import RecycleConfig
-from .losses import KDTerm, combine
-from .sampling import StepSampler, eligible, select_pool
-from .schedule import ALWAYS
-from .teachers import BuildFn, Inputs, TeacherPool
-from .time import Clock, Time, TimeUnit
 
 log = logging.getLogger(__name__)
 _AUTOCAST = {"float16": torch.float16, "bfloat16": torch.bfloat16}

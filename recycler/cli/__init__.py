@@ -5,8 +5,8 @@ Example:
     $ recycler --registry postgresql+psycopg://user@host/db teachers verify
 
 Errors are one line on stderr (``recycler: error: ...``) and exit code 2; passwords in
-database URLs are never printed. To add a subcommand, write ``_cli_<name>.py`` with an
-``add(subparsers, common)`` function (see ``_cli_base``) and list it in ``COMMANDS``.
+database URLs are never printed. To add a subcommand group, write ``recycler/cli/<name>.py`` with an
+``add(subparsers, common)`` function (see ``_base``) and list it in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from storage import StorageError, display_url
-
-from . import __version__, _cli_db, _cli_demo, _cli_lineage, _cli_teachers
-from ._cli_base import (
+from .. import __version__
+from .._storage import StorageError, display_url
+from . import db, demo, lineage, teachers
+from ._base import (
     PROG,
     CliError,
     Parser,
@@ -34,10 +34,10 @@ from ._cli_base import (
 
 #: The subcommands, in ``--help`` order; each adds its parser(s) to the subparsers.
 COMMANDS: tuple[Callable[[Subparsers, Parser], None], ...] = (
-    _cli_teachers.add,
-    _cli_lineage.add,
-    _cli_db.add,
-    _cli_demo.add,
+    teachers.add,
+    lineage.add,
+    db.add,
+    demo.add,
 )
 
 

@@ -55,10 +55,10 @@ from itertools import chain, pairwise
 from math import gcd, lcm
 from typing import Any, ClassVar
 
+from ..errors import ConfigError
+from ..time import Clock, Time, TimeUnit
 from ._intervals import Grid, Span, gaps, union
-from ._schedule_syntax import Fields, invalid, parse_dict, parse_text
-from .errors import ConfigError
-from .time import Clock, Time, TimeUnit
+from ._syntax import Fields, invalid, parse_dict, parse_text
 
 __all__ = ["ALWAYS", "NEVER", "Always", "AnyOf", "Clock", "Never", "Periodic", "Schedule", "Window"]
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from storage import TeacherNotFoundError, TeacherRecord
-
-from ._cli_base import Parser, Subparsers, non_negative_int, open_registry, print_json
-from ._cli_format import lineage_table, to_json
+from .._storage import TeacherNotFoundError, TeacherRecord
+from ._base import Parser, Subparsers, non_negative_int, open_registry, print_json
+from ._format import lineage_table, to_json
 
 
 def add(sub: Subparsers, common: Parser) -> None:

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._cli_base import Parser, Subparsers, non_negative_int, positive_int
+from ._base import Parser, Subparsers, non_negative_int, positive_int
 
 
 def add(sub: Subparsers, common: Parser) -> None:
@@ -43,8 +43,8 @@ def add(sub: Subparsers, common: Parser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo.report import plot, summarize, summary_text, trial_table
-    from .demo.sweep import PLOT, STUDIES, DemoOptions, run_demo
+    from ..demo.report import plot, summarize, summary_text, trial_table
+    from ..demo.sweep import PLOT, STUDIES, DemoOptions, run_demo
 
     changes = {"out": args.out, "threads": args.threads, "seed": args.seed}
     changes.update({k: v for k in ("epochs", "trials") if (v := getattr(args, k)) is not None})
