@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _fused_models import N, cnn, mlp, teachers
-from recycler._kernels import CHUNKS, im2col_conv
+from recycler.fused._kernels import CHUNKS, im2col_conv
 from torch import Tensor, nn
 
 from recycler.demo.task import ConvNet1D
