@@ -1,6 +1,8 @@
 """The teacher registry: a database of teachers and lineage, and a blob store of weights.
 
-``storage`` knows nothing of ``recycler``; it stores and finds checkpoints.
+``storage`` knows nothing of ``recycler``; it stores and finds checkpoints. Every failure of
+the registry is a ``StorageError`` (no SQLAlchemy exception leaves the package), and every
+rule about database URLs (their SQLite file, their secrets) is written here once.
 
 Example:
     >>> from storage import Registry
@@ -9,11 +11,13 @@ Example:
 
 from __future__ import annotations
 
+from ._checkpoint import encode as encode_checkpoint
 from ._checkpoint import load_torch_file
 from ._errors import (
     BlobCorruptError,
     BlobError,
     ConfigurationError,
+    ConflictError,
     RegistryUnavailableError,
     SchemaError,
     StorageError,
@@ -31,20 +35,30 @@ from ._records import (
     TeacherRecord,
     VerifyReport,
 )
-from ._registry import DEFAULT_BLOBS, DEFAULT_URL, Registry
-from ._urls import display_url, redact
+from ._registry import BLOBS_ENV, DEFAULT_BLOBS, DEFAULT_URL, REGISTRY_ENV, Registry
+from ._urls import (
+    display_url,
+    redact,
+    scrub,
+    sqlite_file,
+    sqlite_in_memory,
+    with_sqlite_file,
+)
 from .blobs import BlobStore, FsspecBlobStore, LocalBlobStore, open_store
 
 __all__ = [
+    "BLOBS_ENV",
     "DEFAULT_BLOBS",
     "DEFAULT_URL",
     "ORDER_FIELDS",
+    "REGISTRY_ENV",
     "SCHEMA_VERSION",
     "BlobCorruptError",
     "BlobError",
     "BlobStore",
     "Checkpoint",
     "ConfigurationError",
+    "ConflictError",
     "Direction",
     "FsspecBlobStore",
     "GcReport",
@@ -61,7 +75,12 @@ __all__ = [
     "UnsafeKeyError",
     "VerifyReport",
     "display_url",
+    "encode_checkpoint",
     "load_torch_file",
     "open_store",
     "redact",
+    "scrub",
+    "sqlite_file",
+    "sqlite_in_memory",
+    "with_sqlite_file",
 ]

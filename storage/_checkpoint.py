@@ -16,14 +16,25 @@ FORMAT = "safetensors"
 _META_KEY = "recycler"
 
 
-def encode(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> bytes:
-    """Serialise a state dict (tied weights and views are copied) with JSON metadata."""
+def encode(
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, Any],
+    *,
+    skip_non_tensors: bool = False,
+) -> bytes:
+    """Serialise a state dict (tied weights and views are copied) with JSON metadata.
+
+    The one state dict -> safetensors encoding. A non-tensor entry raises ``TypeError``, or
+    is left out with ``skip_non_tensors``.
+    """
     import torch
     from safetensors.torch import save as st_save
 
     flat: dict[str, torch.Tensor] = {}
     for name, value in tensors.items():
         if not isinstance(value, torch.Tensor):
+            if skip_non_tensors:
+                continue
             raise TypeError(f"state dict entry {name!r} is {type(value).__name__}, not a tensor")
         flat[name] = value.detach().to("cpu").contiguous().clone()
     return bytes(st_save(flat, metadata={_META_KEY: json.dumps(dict(metadata), sort_keys=True)}))

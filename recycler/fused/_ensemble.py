@@ -38,6 +38,7 @@ from ._wide import WideEnsemble, WideUnsupported
 
 __all__ = ["FusedEnsemble", "can_fuse", "loop_forward", "why_not_fusable"]
 
+
 def _signature(model: nn.Module) -> list[tuple[str, str, tuple[int, ...], torch.dtype, str]]:
     return [
         (kind, name, tuple(t.shape), t.dtype, str(t.device))

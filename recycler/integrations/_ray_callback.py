@@ -11,11 +11,12 @@ from ray import tune
 
 from .._storage import Registry, StorageError, TeacherRecord
 from ..config import RecycleConfig
+from ..distiller import RUNNING, TrialIdentity, checkpoint_due, not_registered
+from ..distiller._lifecycle import register_teacher
 from ..errors import ConfigError
 from ._ray_common import (
     clock_of,
     direction_of,
-    jsonable,
     read_meta,
     read_weights,
     shareable,
@@ -162,9 +163,10 @@ class RegistryCallback(tune.Callback):
                 )
                 if final and state == "pruned" and _reached_plan(meta):
                     state = "complete"  # stopped at its planned end (e.g. ASHA's max_t)
-                if final and state not in self.config.register.on:
+                if not_registered(self.config, state if final else RUNNING) is not None:
                     return
-                if not final and not self._due(trial.trial_id, meta, step):
+                last = self._last_step.get(trial.trial_id, 0)
+                if not final and not checkpoint_due(self.config.register.every, clock, last):
                     return
                 loaded = read_weights(folder, meta, self.weights_file)
             if loaded is None:
@@ -202,34 +204,27 @@ class RegistryCallback(tune.Callback):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             value = None
         clock = clock_of(meta)
-        return self.registry.register(
-            tensors,
+        identity = TrialIdentity(
             study=self.config.study or meta.get("study") or trial.storage.experiment_dir_name,
-            trial_number=int(meta.get("trial_number", trial_number_of(trial.trial_id))),
-            trial_id=trial.trial_id,
+            number=int(meta.get("trial_number", trial_number_of(trial.trial_id))),
+            id=trial.trial_id,
             framework="ray",
-            params=jsonable(trial.config),
-            metric_name=metric,
-            metric_value=float(value) if value is not None and math.isfinite(value) else None,
+            params=trial.config,
             direction=direction_of(self.mode or meta.get("mode")),
+            metric_name=metric,
+        )
+        return register_teacher(
+            self.registry,
+            identity,
+            tensors,
+            metric=float(value) if value is not None and math.isfinite(value) else None,
+            state=state,
+            final=final,
             step=step,
             epoch=clock.epoch if clock is not None else None,
-            final=final,
-            trial_state=state,
-            output_signature=meta.get("output_signature") or self.output_signature or "",
+            signature=meta.get("output_signature") or self.output_signature,
             tags={"ray_iteration": str(metrics.get("training_iteration", ""))},
         )
-
-    def _due(self, trial_id: str, meta: dict[str, Any], step: int) -> bool:
-        every = self.config.register.every
-        clock = clock_of(meta)
-        if every is None or clock is None:
-            return True  # without the trial's clock every checkpoint counts
-        try:
-            span = float(clock.steps(every))
-        except ConfigError:
-            return True
-        return step - self._last_step.get(trial_id, 0) >= span
 
     def _warn(self, message: str) -> None:
         self.errors.append(message)

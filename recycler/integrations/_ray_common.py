@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import zlib
@@ -21,12 +20,17 @@ from typing import Any
 
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save_file
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 from torch import nn
 
-from .._storage import Direction, load_torch_file
+from .._storage import (
+    Direction,
+    StorageError,
+    encode_checkpoint,
+    load_torch_file,
+    sqlite_file,
+    sqlite_in_memory,
+    with_sqlite_file,
+)
 from ..config import RecycleConfig
 from ..errors import ConfigError
 from ..time import Clock
@@ -77,19 +81,17 @@ def shareable(config: RecycleConfig, *, resolve: bool = True) -> RecycleConfig:
     """
     registry = config.registry
     try:
-        url = make_url(registry)
-    except ArgumentError as exc:
+        in_memory, db = sqlite_in_memory(registry), sqlite_file(registry)
+    except StorageError as exc:  # not a database URL (the message hides its password)
         raise ConfigError(f"registry: {exc}") from None
-    if url.get_backend_name() == "sqlite":
-        db = url.database or ""
-        if db in ("", ":memory:") or url.query.get("mode") == "memory":
-            raise ConfigError(
-                "registry: an in-memory SQLite database cannot be shared with Ray's trials; "
-                "use a file (sqlite:////abs/path/recycler.db) or PostgreSQL"
-            )
-        if not os.path.isabs(db):
-            _refuse_relative(resolve, "registry", db)
-            registry = url.set(database=os.path.abspath(db)).render_as_string(hide_password=False)
+    if in_memory:
+        raise ConfigError(
+            "registry: an in-memory SQLite database cannot be shared with Ray's trials; "
+            "use a file (sqlite:////abs/path/recycler.db) or PostgreSQL"
+        )
+    if db is not None and not os.path.isabs(db):
+        _refuse_relative(resolve, "registry", db)
+        registry = with_sqlite_file(registry, os.path.abspath(db))
     blobs = config.blobs
     local = blobs[len("file://") :] if blobs.startswith("file://") else blobs
     if "://" not in local and not os.path.isabs(os.path.expanduser(local)):
@@ -109,36 +111,13 @@ def _refuse_relative(resolve: bool, option: str, path: str) -> None:
         )
 
 
-def jsonable(value: Any) -> Any:
-    """A JSON-safe copy of a trial config: numbers, strings, lists and dicts; the rest as repr."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    item = getattr(value, "item", None)  # numpy and torch scalars
-    if callable(item):
-        try:
-            return jsonable(item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    return repr(value)
-
-
 def write_checkpoint(
     directory: str | os.PathLike[str], model: nn.Module, meta: Mapping[str, Any]
 ) -> None:
     """Write the model's weights (safetensors) and ``recycler.json`` into ``directory``."""
     folder = Path(directory)
-    tensors = {
-        name: value.detach().to("cpu").contiguous().clone()
-        for name, value in model.state_dict().items()
-        if isinstance(value, torch.Tensor)
-    }
-    save_file(tensors, str(folder / WEIGHTS_FILE))
+    data = encode_checkpoint(model.state_dict(), {}, skip_non_tensors=True)
+    (folder / WEIGHTS_FILE).write_bytes(data)
     data = {"format": FORMAT_VERSION, "weights": WEIGHTS_FILE, **meta}
     (folder / META_FILE).write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
 

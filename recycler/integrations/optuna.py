@@ -41,7 +41,7 @@ from .._storage import Direction, Registry, StorageError, TeacherQuery, TeacherR
 from ..config import RecycleConfig
 from ..distiller import Distiller
 from ..errors import ConfigError, MissingExtraError
-from ._optuna_finish import ATTR_KEY, Value, finish
+from ._optuna_finish import ATTR_KEY, Value, finish, reporting
 
 try:
     import optuna
@@ -139,7 +139,7 @@ def register_trial(
     if model is not None:
         kd.attach(model)
     index = _objective_index(trial.study, objective_index)
-    return finish(trial, kd, state, value, index)
+    return finish(trial, kd, state, value, index).record
 
 
 class RecycledObjective:
@@ -198,6 +198,8 @@ class RecycledObjective:
     def __call__(self, trial: optuna.Trial) -> Value:
         kd = self.distiller(trial)
         index = _objective_index(trial.study, self.objective_index)
+        if self.config.register.every is not None:  # intermediate teachers at trial.report
+            trial.report = reporting(trial.report, kd, index)  # type: ignore[method-assign]
         try:
             value = self.objective(trial, kd)
         except optuna.TrialPruned:

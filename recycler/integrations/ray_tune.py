@@ -244,8 +244,9 @@ def resume(model: nn.Module, kd: Distiller | None = None) -> int:
     """Continue a resumed trial: its latest checkpoint's weights into ``model``; epochs done.
 
     Ray hands a trial its latest checkpoint when it resumes it (``Tuner.restore``,
-    ``FailureConfig(max_failures=...)``, PBT). The Distiller's clock (default: the trial's)
-    is put back where the checkpoint was, so KD schedules go on where they were. Returns 0
+    ``FailureConfig(max_failures=...)``, PBT). The Distiller's state (default: the trial's)
+    is put back as :func:`report` saved it -- clock, sampler RNG, per-teacher usage, steps
+    distilled -- so schedules, teacher draws and lineage go on as if never interrupted. Returns 0
     when the trial starts afresh; else the epochs done, by the Distiller's clock (``plan``).
 
     Example:
@@ -270,7 +271,11 @@ def resume(model: nn.Module, kd: Distiller | None = None) -> int:
     if clock is None:
         return 0
     if kd is not None:
-        kd.resume_at(clock.step)
+        saved = meta.get("distiller")
+        if isinstance(saved, Mapping):
+            kd.load_state_dict(saved)  # clock, sampler RNG, usage: the lineage loses nothing
+        else:
+            kd.resume_at(clock.step)
     return clock.epoch
 
 
@@ -304,6 +309,7 @@ def _meta(kd: Distiller | None) -> dict[str, Any]:
         "metric_name": kd.metric_name,
         "mode": mode_of(kd.direction),
         "clock": clock_dict(kd.clock()),
+        "distiller": kd.state_dict(),
         "output_signature": signature if isinstance(signature, str) else None,
     }
 

@@ -47,8 +47,8 @@ def run(
 
 
 def weights(kd: Distiller) -> list[torch.Tensor]:
-    assert kd._model is not None
-    return list(kd._model.state_dict().values())
+    assert kd.model is not None
+    return list(kd.model.state_dict().values())
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_cached_training_equals_online_training(
 def test_cached_fused_ensemble_equals_online_to_rounding(reg: Registry, tmp_path: Path) -> None:
     online = run(reg, tmp_path, cache=False, per_step="all")
     cached = run(reg, tmp_path, cache=True, per_step="all")
-    assert cached._pool is not None and cached._pool.fusion == "wide"
+    assert cached.pool is not None and cached.pool.fusion == "wide"
     for a, b in zip(weights(online), weights(cached), strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     assert cached.stats()["cache"] == {"hits": 9, "misses": 3}  # one table: the ensemble

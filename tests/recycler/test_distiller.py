@@ -48,7 +48,7 @@ def test_all_teachers_equals_explicit_ensemble(reg: Registry, tmp_path: Path) ->
     expected = nn.functional.cross_entropy(logits, y) + 0.5 * kd_loss(logits, mean)
     assert torch.allclose(total, expected, atol=1e-6)
     assert sorted(kd.stats()["teachers_used"]) == sorted(ids)
-    assert kd._pool is not None and kd._pool.fusion == "wide"  # the fused path, on the CPU too
+    assert kd.pool is not None and kd.pool.fusion == "wide"  # the fused path, on the CPU too
 
 
 def test_only_correct_distils_the_rows_the_teachers_get_right(
@@ -78,7 +78,7 @@ def test_gradients_reach_the_student_only(reg: Registry, tmp_path: Path) -> None
     x, y = batch()
     kd.loss(student(x), y, x).backward()
     assert all(p.grad is not None for p in student.parameters())
-    pool = kd._pool
+    pool = kd.pool
     assert pool is not None and len(pool) == 2
     for model in pool._models.values():
         assert not model.training
@@ -265,7 +265,7 @@ def test_sampling_is_reproducible_with_a_seed(reg: Registry, tmp_path: Path) -> 
         x, y = batch()
         for _ in range(20):
             kd.loss(student(x), y, x)
-        runs.append(kd._used)
+        runs.append(kd.accounting.used)
     assert runs[0] == runs[1] and sum(runs[0].values()) == 20 and len(runs[0]) > 1
 
 
@@ -275,7 +275,7 @@ def test_warmup_ramps_the_weight(reg: Registry, tmp_path: Path) -> None:
     kd = Distiller(cfg, study="s", trial_number=5, registry=reg, model=make_net())
     weights = []
     for step in range(6):
-        kd._step = step
+        kd.resume_at(step)
         weights.append(kd._weight())
     assert weights == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
 

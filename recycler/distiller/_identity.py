@@ -1,0 +1,62 @@
+"""Who a trial is: study, number, framework id, params, direction and metric name."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._storage import Direction
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-safe copy of trial params: numbers, strings, lists and dicts; the rest as repr.
+
+    The one rule for params that go to the registry or a checkpoint's ``recycler.json``.
+
+    Example:
+        >>> jsonable({"lr": 0.1, "layers": (2, 3), "act": len, "x": float("nan")})
+        {'lr': 0.1, 'layers': [2, 3], 'act': '<built-in function len>', 'x': 'nan'}
+    """
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    item = getattr(value, "item", None)  # numpy and torch scalars
+    if callable(item):
+        try:
+            return jsonable(item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return repr(value)
+
+
+@dataclass
+class TrialIdentity:
+    """One trial of a study, as the registry and the lineage name it.
+
+    ``number`` is the study-wide trial number (Optuna's ``trial.number``; for Ray the numeric
+    suffix of the trial id), ``id`` the framework's own trial id. ``params`` are kept
+    JSON-safe (:func:`jsonable`).
+
+    Example:
+        >>> TrialIdentity("lr-sweep", 3, framework="optuna", params={"lr": 0.1}).params
+        {'lr': 0.1}
+    """
+
+    study: str
+    number: int
+    id: str | None = None
+    framework: str = "manual"
+    params: dict[str, Any] = field(default_factory=dict)
+    direction: Direction = Direction.MAXIMIZE
+    metric_name: str | None = None
+
+    def __post_init__(self) -> None:
+        self.params = jsonable(dict(self.params))
+        self.direction = Direction(self.direction)

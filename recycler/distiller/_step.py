@@ -1,0 +1,102 @@
+"""One distilled step: the sampled teachers' logits (online or cached), the KD term, the gate."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..config import RecycleConfig
+from ..losses import KDTerm
+from ..sampling import StepSampler
+from ..teachers import Inputs, TeacherPool
+from ._accounting import Accounting
+from ._cache import LogitCache, Lookup, cached_logits, check_ids
+
+
+class KDStep:
+    """The KD term of a step with a pool: ``D(student, mean of sampled teachers)``.
+
+    Returns None when the quality gate rejects the step's teachers (their logits not finite):
+    those teachers leave the pool and the step trains on the task loss alone.
+
+    Example:
+        >>> step = KDStep(config, sampler, accounting)  # doctest: +SKIP
+        >>> kd = step(pool, student_logits, target, inputs)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: RecycleConfig, sampler: StepSampler, accounting: Accounting):
+        distill = config.distill
+        self.sampler = sampler
+        self.accounting = accounting
+        self.only_correct = distill.only_correct
+        self.gate = config.teachers.quality_gate
+        self.term = KDTerm(distill.loss, distill.temperature, distill.standardize)
+        self.cache = LogitCache(distill.cache_max_bytes) if distill.cache else None
+        # the cache keeps a step's teacher rows as the KD term compares them (only_correct
+        # needs the raw ones)
+        self._prepare = self.cache is not None and not distill.only_correct
+
+    def __call__(
+        self,
+        pool: TeacherPool,
+        student_logits: torch.Tensor,
+        target: torch.Tensor | None,
+        inputs: Inputs,
+        mask: torch.Tensor | None = None,
+        sample_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        indices = self.sampler.sample(len(pool))
+        teacher, prepared, finite = self._teacher_logits(
+            pool, indices, inputs, student_logits, sample_ids
+        )
+        if mask is None and target is not None and student_logits.dim() == 3:
+            mask = target != -100
+        if self.only_correct:
+            mask = teacher_correct(teacher, target, mask)
+        kd = self.term(student_logits, teacher, mask, prepared=prepared)
+        # the quality gate: one scalar check, unless the rows were checked when cached
+        if self.gate and not finite and not math.isfinite(kd.detach().item()):
+            _drop_non_finite(pool, indices, inputs)
+            return None
+        self.accounting.distilled_with(pool.ids(indices))
+        return kd
+
+    def _teacher_logits(
+        self,
+        pool: TeacherPool,
+        indices: list[int],
+        inputs: Inputs,
+        student_logits: torch.Tensor,
+        sample_ids: torch.Tensor | None,
+    ) -> Lookup:
+        start = time.perf_counter()
+        if self.cache is None:
+            out = Lookup(pool.logits(indices, inputs), prepared=False, finite=False)
+        else:
+            ids, largest = check_ids(sample_ids, student_logits.shape[0])
+            term = self.term
+            prepare = (lambda t: term.target(t, student_logits)) if self._prepare else None
+            if ids.device != student_logits.device:
+                ids = ids.to(student_logits.device)
+            out = cached_logits(self.cache, pool, indices, inputs, ids, largest, prepare)
+        self.accounting.teacher_s += time.perf_counter() - start
+        return out
+
+
+def _drop_non_finite(pool: TeacherPool, indices: list[int], inputs: Inputs) -> None:
+    """The quality gate on logits: drop each sampled teacher whose logits are not finite."""
+    for tid, logits in zip(pool.ids(indices), pool.each_logits(indices, inputs), strict=True):
+        if not bool(torch.isfinite(logits).all()):
+            pool.drop(tid, "its logits are not finite (quality gate)")
+
+
+def teacher_correct(
+    teacher: torch.Tensor, target: torch.Tensor | None, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``mask`` narrowed to the rows whose (averaged) teacher argmax equals the label."""
+    if target is None:
+        raise ValueError("distill.only_correct needs the target labels: pass loss(logits, target)")
+    correct = teacher.argmax(dim=-1) == target
+    return correct if mask is None else correct & mask
