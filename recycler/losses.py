@@ -17,16 +17,22 @@ bounded whatever the teacher's scale and the student's state (tests/recycler/tes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
+from ._names import LOSSES
+from .fused import average_teachers
 from .errors import ConfigError
 
 __all__ = [
     "KDLossFn",
     "KDTerm",
+    "LossFn",
+    "LossSettings",
     "average_teachers",
     "combine",
     "get_loss",
@@ -41,6 +47,10 @@ __all__ = [
 #: A KD loss on rows: ``fn(student [N, C], teacher [N, C], temperature) -> scalar``.
 #: Teacher rows arrive detached (and standardised when asked); N >= 1.
 KDLossFn = Callable[[Tensor, Tensor, float], Tensor]
+
+#: What :func:`register_loss` takes: a :data:`KDLossFn` that may also take options of its own
+#: as keyword arguments, ``fn(student, teacher, temperature, *, beta=1.0)``.
+LossFn = Callable[..., Tensor]
 
 #: Added to each row's variance before dividing (see :func:`standardize_logits`).
 VAR_EPS = 1.0
@@ -79,23 +89,26 @@ def kl_rows(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     return kl * (temperature * temperature)
 
 
-_REGISTRY: dict[str, KDLossFn] = {"mse": mse_rows, "kl": kl_rows}
+def register_loss(name: str, fn: LossFn, *, replace: bool = False) -> None:
+    """Make ``fn`` available to :func:`kd_loss`, :class:`KDTerm` and the config as ``name``.
 
-
-def register_loss(name: str, fn: KDLossFn, *, replace: bool = False) -> None:
-    """Make ``fn`` available to :func:`kd_loss` (and the config) as ``kind=name``.
+    ``fn(student, teacher, temperature, **options)`` gets rows as :data:`KDLossFn` does; its
+    keyword parameters after those three are its options (``distill.loss_options``), checked
+    by name when a config or a :class:`KDTerm` is built. ConfigError if ``name`` is taken,
+    unless ``replace``.
 
     Example:
-        >>> register_loss("l1", lambda s, t, tau: (s - t).abs().mean())  # doctest: +SKIP
-        >>> kd_loss(student_logits, teacher_logits, kind="l1")  # doctest: +SKIP
+        >>> def l1(s, t, tau, *, beta=1.0):
+        ...     return beta * (s - t).abs().mean()
+        >>> register_loss("l1", l1)  # doctest: +SKIP
+        >>> KDTerm("l1", options={"beta": 0.5})(student_logits, teacher_logits)  # doctest: +SKIP
     """
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"loss name must be a non-empty string, got {name!r}")
-    if not callable(fn):
-        raise ConfigError(f"loss {name!r} must be callable, got {fn!r}")
-    if name in _REGISTRY and not replace:
-        raise ConfigError(f"loss {name!r} is already registered; pass replace=True to override")
-    _REGISTRY[name] = fn
+    LOSSES.register(name, fn, replace=replace)
+
+
+_REGISTRY = LOSSES  # the registry itself (in the torch-free recycler._names)
+register_loss("mse", mse_rows)
+register_loss("kl", kl_rows)
 
 
 def loss_names() -> list[str]:
@@ -105,22 +118,17 @@ def loss_names() -> list[str]:
         >>> {"kl", "mse"} <= set(loss_names())
         True
     """
-    return sorted(_REGISTRY)
+    return sorted(LOSSES.names())
 
 
-def get_loss(name: str) -> KDLossFn:
+def get_loss(name: str) -> LossFn:
     """The row loss registered as ``name``; ConfigError listing the known names otherwise.
 
     Example:
         >>> get_loss("mse") is mse_rows
         True
     """
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"unknown KD loss {name!r}: choose one of {', '.join(loss_names())}"
-        ) from None
+    return LOSSES.get(name)
 
 
 def standardize_logits(logits: Tensor, eps: float = VAR_EPS) -> Tensor:
@@ -168,13 +176,34 @@ def _check_mask(student: Tensor, mask: Tensor | None) -> None:
 _HALF = (torch.float16, torch.bfloat16)
 
 
+class LossSettings(Protocol):
+    """What :meth:`KDTerm.from_config` reads: a :class:`~recycler.config.DistillConfig` has it.
+
+    Example:
+        >>> from recycler.config import DistillConfig
+        >>> KDTerm.from_config(DistillConfig(loss="kl", temperature=2.0)).temperature
+        2.0
+    """
+
+    @property
+    def loss(self) -> str: ...
+    @property
+    def loss_options(self) -> Mapping[str, Any]: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def standardize(self) -> bool: ...
+
+
 class KDTerm:
     """The KD term with its settings checked once: what a training loop calls every step.
 
-    ``KDTerm(kind, temperature, standardize)(s, t, mask)`` is :func:`kd_loss` with those
-    settings. :meth:`target` prepares the teacher's side as the term compares it (detached,
-    float, standardised when asked), row by row: a teacher-logit cache can store that and pass
-    ``prepared=True``, with the same result to the last bit.
+    ``KDTerm(kind, temperature, standardize, options=...)(s, t, mask)`` is :func:`kd_loss`
+    with those settings; ``options`` go to the loss as keyword arguments (a built-in takes
+    none). :meth:`from_config` builds it from the ``distill`` section. :meth:`target` prepares
+    the teacher's side as the term compares it (detached, float, standardised when asked), row
+    by row: a teacher-logit cache can store that and pass ``prepared=True``, with the same
+    result to the last bit.
 
     Example:
         >>> term = KDTerm("mse")
@@ -183,13 +212,41 @@ class KDTerm:
         True
     """
 
-    def __init__(self, kind: str = "mse", temperature: float = 4.0, standardize: bool = True):
-        self.fn = get_loss(kind)
+    def __init__(
+        self,
+        kind: str = "mse",
+        temperature: float = 4.0,
+        standardize: bool = True,
+        *,
+        options: Mapping[str, Any] | None = None,
+    ):
+        fn = get_loss(kind)
+        options = dict(options or {})
+        LOSSES.check_options(kind, options, "options")
         if not temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {temperature!r}")
+        # no options: the function itself, so a built-in's call is exactly what it was
+        self.fn: KDLossFn = functools.partial(fn, **options) if options else fn
         self.kind = kind
+        self.options = options
         self.temperature = float(temperature)
         self.standardize = standardize
+
+    @classmethod
+    def from_config(cls, distill: LossSettings) -> KDTerm:
+        """The term a ``distill`` config section describes: loss, its options, τ, standardize.
+
+        Example:
+            >>> from recycler.config import DistillConfig
+            >>> KDTerm.from_config(DistillConfig(loss="kl")).kind
+            'kl'
+        """
+        return cls(
+            distill.loss,
+            distill.temperature,
+            distill.standardize,
+            options=distill.loss_options,
+        )
 
     def target(self, teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
         """Teacher logits as the term compares them with these student logits."""
@@ -260,30 +317,6 @@ def kd_loss(
         torch.Size([8, 10])
     """
     return KDTerm(kind, temperature, standardize)(student_logits, teacher_logits, mask)
-
-
-def average_teachers(logits: Sequence[Tensor] | Tensor) -> Tensor:
-    """Mean of several teachers' logits: a list of same-shape tensors or a stacked ``[N, ...]``.
-
-    Example:
-        >>> average_teachers([torch.zeros(2, 3), torch.ones(2, 3)])[0]
-        tensor([0.5000, 0.5000, 0.5000])
-    """
-    if isinstance(logits, Tensor):
-        if logits.dim() < 1 or logits.shape[0] == 0:
-            raise ValueError("average_teachers needs at least one teacher's logits")
-        return logits[0] if logits.shape[0] == 1 else logits.mean(dim=0)
-    if len(logits) == 0:
-        raise ValueError("average_teachers needs at least one teacher's logits")
-    if len(logits) == 1:
-        return logits[0]
-    shapes = {tuple(t.shape) for t in logits}
-    if len(shapes) != 1:
-        raise ValueError(f"teachers' logits must share one shape, got {sorted(shapes)}")
-    total = logits[0].clone()
-    for t in logits[1:]:
-        total.add_(t)
-    return total.div_(len(logits))
 
 
 def combine(task_loss: Tensor, kd: Tensor, weight: float) -> Tensor:

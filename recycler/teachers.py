@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ._storage import Registry, StorageError, TeacherRecord
-from .fused import FusedEnsemble, call_args, can_fuse, logits_of
+from .fused import FusedEnsemble, average_teachers, call_args, can_fuse, logits_of
 
 log = logging.getLogger(__name__)
 
@@ -187,21 +187,19 @@ class TeacherPool:
         with torch.inference_mode(), self._autocast_ctx():
             fused = self._fused_all() if len(indices) == len(self._records) > 1 else None
             if fused is not None:
-                return fused.run(inputs).mean(dim=0).float()
-            total: torch.Tensor | None = None
-            for i in indices:
-                out = call_model(self._model_on_device(self._records[i].id), inputs).float()
-                total = out if total is None else total.add_(out)
-            assert total is not None, "logits() needs at least one teacher index"
-            return total.div_(len(indices)) if len(indices) > 1 else total
+                return average_teachers(fused.run(inputs)).float()
+            return average_teachers(self._each(indices, inputs))
 
     def each_logits(self, indices: Sequence[int], inputs: Inputs) -> list[torch.Tensor]:
         """Logits of each teacher at ``indices`` separately (for caches and diagnostics)."""
         with torch.inference_mode(), self._autocast_ctx():
-            return [
-                call_model(self._model_on_device(self._records[i].id), inputs).float()
-                for i in indices
-            ]
+            return self._each(indices, inputs)
+
+    def _each(self, indices: Sequence[int], inputs: Inputs) -> list[torch.Tensor]:
+        return [
+            call_model(self._model_on_device(self._records[i].id), inputs).float()
+            for i in indices
+        ]
 
     def _fused_all(self) -> FusedEnsemble | None:
         """The whole pool as one fused call, where that pays: on accelerators always; on the

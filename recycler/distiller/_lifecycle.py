@@ -87,7 +87,8 @@ def register_teacher(
 def checkpoint_due(every: Time | None, clock: Clock | None, last_step: int) -> bool:
     """Whether an intermediate checkpoint at ``clock`` is due (``register.every``).
 
-    Without a clock (or a span the clock cannot convert) every checkpoint counts.
+    Without a clock (or a span the clock cannot convert) every checkpoint counts. None is due
+    at the end of the plan: that checkpoint is the final one.
 
     Example:
         >>> every = Time.parse("2ep")
@@ -97,6 +98,9 @@ def checkpoint_due(every: Time | None, clock: Clock | None, last_step: int) -> b
     """
     if every is None or clock is None:
         return every is not None
+    total = clock.total_steps
+    if total is not None and clock.step >= total:
+        return False
     try:
         span = float(clock.steps(every))
     except ValueError:

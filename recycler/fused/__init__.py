@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from ._ensemble import FusedEnsemble, can_fuse, loop_forward, why_not_fusable
-from ._outputs import NotLogitsError, OutputFn, call_args, logits_of
+from ._outputs import NotLogitsError, OutputFn, average_teachers, call_args, logits_of
 from ._wide import WideEnsemble, WideUnsupported
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "OutputFn",
     "WideEnsemble",
     "WideUnsupported",
+    "average_teachers",
     "call_args",
     "can_fuse",
     "logits_of",

@@ -1,8 +1,8 @@
-"""The one rule for calling a teacher like the student and finding the logits in its output."""
+"""The rules of teacher outputs: how a teacher is called, where its logits are, their mean."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -62,3 +62,28 @@ def logits_of(out: Any, output: OutputFn | None = None) -> Tensor:
             "a dict or ModelOutput with 'logits')"
         )
     return out
+
+
+def average_teachers(logits: Sequence[Tensor] | Tensor) -> Tensor:
+    """Mean of several teachers' logits: a list of same-shape tensors or a stacked ``[N, ...]``.
+
+    Example:
+        >>> import torch
+        >>> average_teachers([torch.zeros(2, 3), torch.ones(2, 3)])[0]
+        tensor([0.5000, 0.5000, 0.5000])
+    """
+    if isinstance(logits, Tensor):
+        if logits.dim() < 1 or logits.shape[0] == 0:
+            raise ValueError("average_teachers needs at least one teacher's logits")
+        return logits[0] if logits.shape[0] == 1 else logits.mean(dim=0)
+    if len(logits) == 0:
+        raise ValueError("average_teachers needs at least one teacher's logits")
+    if len(logits) == 1:
+        return logits[0]
+    shapes = {tuple(t.shape) for t in logits}
+    if len(shapes) != 1:
+        raise ValueError(f"teachers' logits must share one shape, got {sorted(shapes)}")
+    total = logits[0].clone()
+    for t in logits[1:]:
+        total.add_(t)
+    return total.div_(len(logits))
