@@ -197,8 +197,7 @@ class TeacherPool:
 
     def _each(self, indices: Sequence[int], inputs: Inputs) -> list[torch.Tensor]:
         return [
-            call_model(self._model_on_device(self._records[i].id), inputs).float()
-            for i in indices
+            call_model(self._model_on_device(self._records[i].id), inputs).float() for i in indices
         ]
 
     def _fused_all(self) -> FusedEnsemble | None:

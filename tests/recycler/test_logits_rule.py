@@ -80,7 +80,7 @@ def test_distiller_distils_from_any_output_kind(
             "registry": reg.url,
             "blobs": str(tmp_path / "blobs"),
             "teachers": {"per_step": per_step, "pool": 3},
-        }  # fmt: skip
+        }
     )
     student = Net(wrap, seed=1)
     kd = Distiller(cfg, study="s", trial_number=5, registry=reg, model=student,
