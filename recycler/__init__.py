@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .config import DistillConfig, RecycleConfig, RegisterConfig, TeachersConfig
     from .distiller import Distiller, output_signature
     from .losses import KDTerm, kd_loss, register_loss
-    from .sampling import StepSampler, eligible, select_pool
+    from .sampling import StepSampler, eligible, register_policy, select_pool
     from .schedule import Schedule
     from .teachers import TeacherPool
     from .time import Clock, Time, TimeUnit
@@ -37,6 +37,7 @@ _LAZY = {
     "register_loss": "losses",
     "StepSampler": "sampling",
     "eligible": "sampling",
+    "register_policy": "sampling",
     "select_pool": "sampling",
     "Schedule": "schedule",
     "TeacherPool": "teachers",
@@ -78,5 +79,6 @@ __all__ = [
     "kd_loss",
     "output_signature",
     "register_loss",
+    "register_policy",
     "select_pool",
 ]

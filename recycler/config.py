@@ -16,16 +16,16 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 import yaml
 
+from ._names import LOSSES, POLICIES, did_you_mean
 from ._storage import display_url, redact
 from .errors import ConfigError
 from .schedule import ALWAYS, Schedule
@@ -34,8 +34,6 @@ from .time import Time, TimeUnit
 __all__ = ["DistillConfig", "RecycleConfig", "RegisterConfig", "TeachersConfig"]
 
 MiB = 1 << 20
-LOSSES = ("mse", "kl")
-POLICIES = ("best", "random", "recent", "diverse", "all")
 AUTOCAST = ("float16", "bfloat16")
 REGISTER_ON: tuple[Literal["complete", "pruned"], ...] = ("complete", "pruned")
 _ONE_EPOCH = Time(1, TimeUnit.EPOCH)
@@ -75,7 +73,9 @@ def an_int(*, minimum: int) -> Check:
     return check
 
 
-def choice(options: tuple[str, ...], *, or_else: Check | None = None, also: str = "") -> Check:
+def choice(options: Collection[str], *, or_else: Check | None = None, also: str = "") -> Check:
+    """One of ``options``: a tuple, or a registry (read when checking: names added since count)."""
+
     def check(value: Any, path: str) -> Any:
         if isinstance(value, str) and value in options:
             return value
@@ -85,6 +85,55 @@ def choice(options: tuple[str, ...], *, or_else: Check | None = None, also: str 
         raise ConfigError(f"{path}: {value!r} is not {allowed}")
 
     return check
+
+
+class Options(Mapping[str, Any]):
+    """A read-only, hashable mapping of option names to plain values (``distill.loss_options``).
+
+    Example:
+        >>> opts = Options({"beta": 0.5})
+        >>> opts["beta"], opts == {"beta": 0.5}, hash(opts) == hash(Options(beta=0.5))
+        (0.5, True, True)
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None = None, /, **more: Any) -> None:
+        self._data: dict[str, Any] = {**(data or {}), **more}
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        return hash(_frozen(self._data))
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a plain (YAML) value: mappings and lists made immutable."""
+    if isinstance(value, Mapping):
+        return frozenset((key, _frozen(item)) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def keyword_options(value: Any, path: str) -> Options:
+    """A mapping of option names (strings) to values, for a named implementation."""
+    if isinstance(value, Options):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of option names to values, got {value!r}")
+    for key in value:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ConfigError(f"{path}: option names must be identifiers, got {key!r}")
+    return Options(value)
 
 
 def optional(check: Check) -> Check:
@@ -145,8 +194,7 @@ def _reject_unknown(data: Mapping[Any, Any], known: list[str], section: str) -> 
         if key in known:
             continue
         path = f"{section}.{key}" if section else str(key)
-        close = difflib.get_close_matches(str(key), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(key, known)
         where = f"{section} options" if section else "top-level options"
         raise ConfigError(f"{path}: unknown option{hint}; {where} are {', '.join(known)}")
 
@@ -158,6 +206,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, tuple):
         return list(value)
+    if isinstance(value, Options):
+        return dict(value)
     return value
 
 
@@ -212,12 +262,23 @@ class _Section:
 class DistillConfig(_Section):
     """The KD term: loss ``D``, weight λ, and when it is on.
 
+    ``loss`` is any name registered with :func:`recycler.losses.register_loss` (built in:
+    ``mse``, ``kl``), checked against the registry when the config is built. ``loss_options``
+    are that loss's own keyword options (``{beta: 0.5}`` for ``fn(s, t, tau, *, beta=1.0)``);
+    the built-ins take none, and an option the loss does not take is a ConfigError naming it.
+    Build the term with :meth:`recycler.losses.KDTerm.from_config`.
+
     Example:
         >>> DistillConfig(loss="kl", temperature=2.0).loss
         'kl'
+        >>> DistillConfig(loss_options={"beta": 0.5})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        recycler.errors.ConfigError: distill.loss_options.beta: unknown option; KD loss 'mse' ...
     """
 
-    loss: Literal["mse", "kl"] = "mse"  # D: mse on logits or kl with temperature
+    loss: str = "mse"  # D: a registered loss; built in: mse on logits, kl with temperature
+    loss_options: Mapping[str, Any] = Options()  # the loss's own keyword options
     weight: float = 1.0  # λ in CE + λ·D, >= 0
     temperature: float = 4.0  # τ of kl (scaled by τ²), > 0
     schedule: Schedule = ALWAYS  # when KD is on; anything Schedule.parse accepts
@@ -230,6 +291,7 @@ class DistillConfig(_Section):
     _name: ClassVar[str] = "distill"
     _checks: ClassVar[dict[str, Check]] = {
         "loss": choice(LOSSES),
+        "loss_options": keyword_options,
         "weight": a_float(minimum=0.0),
         "temperature": a_float(above=0.0),
         "schedule": a_schedule,
@@ -239,6 +301,9 @@ class DistillConfig(_Section):
         "cache_max_bytes": an_int(minimum=1),
         "only_correct": a_bool,
     }
+
+    def _check_together(self) -> None:
+        LOSSES.check_options(self.loss, self.loss_options, self._path("loss_options"))
 
 
 @dataclass(frozen=True)
@@ -251,7 +316,7 @@ class TeachersConfig(_Section):
     """
 
     pool: int = 5  # how many teachers form the pool (policy "all" takes every eligible one)
-    policy: Literal["best", "random", "recent", "diverse", "all"] = "best"
+    policy: str = "best"  # a registered pool policy (register_policy); built in: see select_pool
     per_step: int | Literal["all"] = 1  # teachers sampled per distilled step; "all" = ensemble
     min_pool: int = 1  # no KD until this many teachers exist (>= 1: KD needs a teacher)
     refresh: Time | None = _ONE_EPOCH  # re-query the registry; None = never

@@ -5,7 +5,8 @@ Three stages, in the order the Distiller applies them:
 1. :func:`eligible`: READY rows only; pruned trials and intermediate checkpoints only when
    asked; the quality gate drops teachers whose metric is missing, non-finite or no better
    than chance. It also says why each was dropped.
-2. :func:`select_pool`: the pool policy (best/random/recent/diverse/all) picks up to k.
+2. :func:`select_pool`: the pool policy (best/random/recent/diverse/all, or one given to
+   :func:`register_policy`) picks up to k.
 3. :class:`StepSampler`: on each distilled step, which members of the pool run (k=1 is the
    papers' O(1) sampling; ``"all"`` the ensemble).
 
@@ -20,14 +21,19 @@ import random
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
+from ._names import POLICIES
 from ._storage import Direction, Status, TeacherRecord
 from .errors import ConfigError
 
 __all__ = [
     "POLICIES",
     "Eligibility",
+    "PolicyFn",
     "StepSampler",
     "eligible",
+    "get_policy",
+    "policy_names",
+    "register_policy",
     "select_pool",
 ]
 
@@ -150,16 +156,52 @@ def _all(recs: list[TeacherRecord], k: int, rng: random.Random) -> list[TeacherR
     return recs
 
 
-_Policy = Callable[[list[TeacherRecord], int, random.Random], list[TeacherRecord]]
+#: A pool policy: ``fn(records, k, rng) -> the chosen records``, in the order they rank.
+#: ``records`` are eligible ones sorted by id, 1 <= k <= len(records); ``rng`` is the only
+#: randomness it may use.
+PolicyFn = Callable[[list[TeacherRecord], int, random.Random], list[TeacherRecord]]
 
-#: Pool policies by name; see :func:`select_pool` for each one's choice and order.
-POLICIES: dict[str, _Policy] = {
-    "best": _best,
-    "random": _random,
-    "recent": _recent,
-    "diverse": _diverse,
-    "all": _all,
-}
+
+def register_policy(name: str, fn: PolicyFn, *, replace: bool = False) -> None:
+    """Make ``fn`` available to :func:`select_pool` and the config (``teachers.policy``).
+
+    ConfigError if ``name`` is taken, unless ``replace``.
+
+    Example:
+        >>> def oldest(recs, k, rng):
+        ...     return sorted(recs, key=lambda r: (r.created_at, r.id))[:k]
+        >>> register_policy("oldest", oldest)  # doctest: +SKIP
+        >>> select_pool(records, policy="oldest", k=2)  # doctest: +SKIP
+    """
+    POLICIES.register(name, fn, replace=replace)
+
+
+def policy_names() -> list[str]:
+    """The registered pool policy names, sorted.
+
+    Example:
+        >>> policy_names()[:3]
+        ['all', 'best', 'diverse']
+    """
+    return sorted(POLICIES.names())
+
+
+def get_policy(name: str) -> PolicyFn:
+    """The pool policy registered as ``name``; ConfigError listing the known names otherwise.
+
+    Example:
+        >>> get_policy("best").__name__
+        '_best'
+    """
+    return POLICIES.get(name)
+
+
+# the built-ins, in the order the config lists them; see select_pool for each one's choice
+register_policy("best", _best)
+register_policy("random", _random)
+register_policy("recent", _recent)
+register_policy("diverse", _diverse)
+register_policy("all", _all)
 
 
 def select_pool(
@@ -179,6 +221,7 @@ def select_pool(
     - ``diverse``: spread over the metric's range: the records ranked best first and the k
       at evenly spaced ranks (always the best and the worst when k >= 2); best first.
     - ``all``: every record, by id; ``k`` is ignored.
+    - any name given to :func:`register_policy`.
 
     ``k=None`` or k at least the number of records gives all of them (in the policy's order).
     Records without a metric rank last (the quality gate normally removes them).
@@ -187,8 +230,7 @@ def select_pool(
         >>> [r.id for r in select_pool(records, policy="best", k=2)]  # doctest: +SKIP
         [7, 3]
     """
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown pool policy {policy!r}: choose one of {', '.join(POLICIES)}")
+    choose = get_policy(policy)
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise ConfigError(f"pool size k must be a positive int or None, got {k!r}")
     recs = sorted(records, key=lambda r: r.id)
@@ -197,7 +239,7 @@ def select_pool(
         return []
     if not isinstance(rng, random.Random):
         rng = random.Random(rng)
-    return list(POLICIES[policy](recs, n, rng))
+    return list(choose(recs, n, rng))
 
 
 # ---------------------------------------------------------------- per-step sampler

@@ -1,4 +1,18 @@
-"""The storage error hierarchy: every failure of the registry is a ``StorageError``."""
+"""The storage error hierarchy: every failure of the registry is a ``StorageError``.
+
+No exception of SQLAlchemy, of a database driver or of the connection pool leaves ``storage``:
+each is translated at the one place connections are used (``_rdb.engine``)::
+
+    StorageError
+    ├── ConfigurationError         a malformed URL, an unsupported backend, a bad option
+    ├── RegistryUnavailableError   the database cannot be reached, or no connection came free
+    ├── ConflictError              a write collided with a concurrent one on a unique key
+    ├── SchemaError                the schema is newer than this library, or not ours
+    ├── TeacherNotFoundError       (also a LookupError) no teacher has that id
+    ├── BlobError                  a blob is missing, unreadable or not safetensors
+    │   └── BlobCorruptError       a blob failed its sha256 check (the teacher is quarantined)
+    └── UnsafeKeyError             (also a ValueError) a blob key would leave the store's root
+"""
 
 from __future__ import annotations
 
@@ -12,7 +26,11 @@ class ConfigurationError(StorageError):
 
 
 class RegistryUnavailableError(StorageError):
-    """The registry database cannot be reached."""
+    """The registry database cannot be reached, or no pooled connection came free in time."""
+
+
+class ConflictError(StorageError):
+    """A write collided with a concurrent one on a unique key; trying it again may succeed."""
 
 
 class SchemaError(StorageError):

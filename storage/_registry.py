@@ -20,13 +20,18 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from . import _checkpoint
-from ._errors import BlobCorruptError, BlobError, StorageError, TeacherNotFoundError
+from ._errors import (
+    BlobCorruptError,
+    BlobError,
+    ConflictError,
+    StorageError,
+    TeacherNotFoundError,
+)
 from ._query import TeacherQuery, build_select
 from ._rdb.changes import STAMP, ChangeCounter
-from ._rdb.engine import dispose, get_engine, reading, writing
+from ._rdb.engine import PoolLimits, dispose, get_engine, reading, writing
 from ._rdb.models import LineageRow, TeacherRow
 from ._rdb.schema import ensure_schema, upgrade
 from ._records import (
@@ -47,6 +52,9 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "sqlite:///recycler.db"
 DEFAULT_BLOBS = "./recycler-teachers"
+#: The environment variables naming the registry database URL and the blob store.
+REGISTRY_ENV = "RECYCLER_REGISTRY"
+BLOBS_ENV = "RECYCLER_BLOBS"
 _LEASE_S = 600.0
 _TEACHERS = cast(Table, TeacherRow.__table__)
 _LINEAGE = cast(Table, LineageRow.__table__)
@@ -66,6 +74,12 @@ class Registry:
         ...                  metric_name="accuracy", metric_value=0.71)  # doctest: +SKIP
         >>> [r.id for r in reg.query(study="lr", top_k=5)]  # doctest: +SKIP
         [1]
+
+    Every failure of a method is a ``StorageError`` (see ``storage._errors`` for the tree).
+
+    ``pool_size`` caps the connections this process opens to the database (default: the
+    backend's pool, 4 + 4 overflow on PostgreSQL); ``pool_timeout`` is how many seconds a call
+    waits for a free one (default 30) before it raises ``RegistryUnavailableError``.
     """
 
     def __init__(
@@ -74,8 +88,11 @@ class Registry:
         blobs: str | os.PathLike[str] | BlobStore = DEFAULT_BLOBS,
         *,
         create: bool = True,
+        pool_size: int | None = None,
+        pool_timeout: float | None = None,
     ) -> None:
-        get_engine(url)  # validates the URL now; connects on first use
+        self._limits = PoolLimits(pool_size, pool_timeout)
+        get_engine(url, self._limits)  # validates the URL now; connects on first use
         self._url = url
         self._store = open_store(blobs)
         self._create = create
@@ -90,8 +107,8 @@ class Registry:
     def from_env(cls, url: str | None = None, blobs: str | None = None) -> Registry:
         """Registry from arguments, else ``RECYCLER_REGISTRY``/``RECYCLER_BLOBS``, else defaults."""
         return cls(
-            url or os.environ.get("RECYCLER_REGISTRY") or DEFAULT_URL,
-            blobs or os.environ.get("RECYCLER_BLOBS") or DEFAULT_BLOBS,
+            url or os.environ.get(REGISTRY_ENV) or DEFAULT_URL,
+            blobs or os.environ.get(BLOBS_ENV) or DEFAULT_BLOBS,
         )
 
     @property
@@ -105,7 +122,7 @@ class Registry:
         return self._store
 
     def _engine(self) -> Engine:
-        engine = get_engine(self._url)
+        engine = get_engine(self._url, self._limits)
         if self._ready_pid != os.getpid():
             ensure_schema(engine, self.url, create=self._create)
             self._ready_pid = os.getpid()
@@ -113,12 +130,12 @@ class Registry:
 
     def close(self) -> None:
         """Close this process's database connections for this registry (reopened on next use)."""
-        dispose(self._url)
+        dispose(self._url, self._limits)
         self._ready_pid, self._changes, self._stamps = None, None, {}
 
     def upgrade(self) -> str:
         """Create or upgrade the schema to the current version; returns that version."""
-        version = upgrade(get_engine(self._url), self.url)
+        version = upgrade(get_engine(self._url, self._limits), self.url)
         self._ready_pid = os.getpid()
         return version
 
@@ -256,7 +273,7 @@ class Registry:
                     new_id = conn.execute(ins).inserted_primary_key  # no RETURNING: old SQLite
                     assert new_id is not None
                     return int(new_id[0]), False
-            except IntegrityError:
+            except ConflictError:  # a concurrent writer inserted the same row first
                 if attempt:
                     raise
         raise AssertionError("unreachable")
@@ -420,7 +437,7 @@ class Registry:
         if records and missing == len(records):
             raise BlobError(
                 f"blob store {self._store.url} holds none of the {len(records)} READY teachers' "
-                "blobs: is it the right store (--blobs / RECYCLER_BLOBS)? Nothing was quarantined"
+                f"blobs: is it the right store (--blobs / {BLOBS_ENV})? Nothing was quarantined"
             )
         bad = [rec.id for rec, why in found if why is not None]
         for rec, why in found:
@@ -580,4 +597,4 @@ def _json_obj(value: Any) -> dict[str, Any]:
     return dict(value or {})
 
 
-__all__: Sequence[str] = ["DEFAULT_BLOBS", "DEFAULT_URL", "Registry"]
+__all__: Sequence[str] = ["BLOBS_ENV", "DEFAULT_BLOBS", "DEFAULT_URL", "REGISTRY_ENV", "Registry"]

@@ -1,9 +1,15 @@
-"""Database URLs: parse them, and redact their passwords everywhere they might be shown."""
+"""Database URLs: parse them, find their SQLite file, and hide their passwords wherever shown.
+
+Every rule about a URL's secrets is here, once: which query keys hold a password
+(``_PASSWORD_KEYS``), how a password is masked (``***``), and how a message is cleaned of the
+secrets of the URLs it may repeat (:func:`scrub`).
+"""
 
 from __future__ import annotations
 
+import os
 import re
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -25,20 +31,87 @@ def redact(text: str) -> str:
 
 
 def secrets_of(url: str) -> list[str]:
-    """The password strings hidden in ``url`` (userinfo and query), to scrub from messages."""
+    """The password strings hidden in ``url`` (userinfo and query), as written and decoded.
+
+    A URL that does not even split (e.g. a broken IPv6 host) yields none; :func:`redact`
+    still masks whatever looks like a password in it.
+    """
+    try:
+        parts = urlsplit(url)
+        userinfo = [parts.password] if parts.password else []
+    except ValueError:
+        return []
+    query = [v for k, v in parse_qsl(parts.query) if k.lower() in _PASSWORD_KEYS and v]
     found: list[str] = []
-    parts = urlsplit(url)
-    if parts.password:
-        found.append(parts.password)
-    found += [v for k, v in parse_qsl(parts.query) if k.lower() in _PASSWORD_KEYS and v]
+    for secret in (*userinfo, *query):
+        for form in (secret, unquote(secret)):  # drivers repeat the decoded password
+            if form and form not in found:
+                found.append(form)
     return found
 
 
-def scrub(message: str, url: str) -> str:
-    """Remove every secret of ``url`` from ``message`` (e.g. a driver's error text)."""
-    for secret in secrets_of(url):
+def scrub(message: str, *urls: str) -> str:
+    """Remove every secret of ``urls`` from ``message`` (e.g. a driver's error text).
+
+    Example:
+        >>> scrub("auth failed for p@ss", "postgresql://me:p%40ss@db/reg")
+        'auth failed for ***'
+    """
+    secrets = {secret for url in urls for secret in secrets_of(url)}
+    for secret in sorted(secrets, key=len, reverse=True):  # a longer secret before its parts
         message = message.replace(secret, _MASK)
     return redact(message)
+
+
+def sqlite_file(url: str) -> str | None:
+    """The database file a SQLite URL names, as written (maybe relative); None for the rest.
+
+    None for other backends, in-memory databases (see :func:`sqlite_in_memory`) and ``file:``
+    URIs. A text that is not a supported database URL raises ``ConfigurationError``.
+
+    Example:
+        >>> sqlite_file("sqlite:///runs/recycler.db"), sqlite_file("postgresql://db/reg")
+        ('runs/recycler.db', None)
+    """
+    return file_of(parse_db_url(url))
+
+
+def sqlite_in_memory(url: str) -> bool:
+    """Whether ``url`` is a SQLite database in one process's memory (``sqlite://``,
+    ``:memory:``, ``?mode=memory``): no other process, nor a later one, can see it.
+
+    A text that is not a supported database URL raises ``ConfigurationError``.
+    """
+    return _in_memory(parse_db_url(url))
+
+
+def file_of(parsed: URL) -> str | None:
+    """:func:`sqlite_file` of a parsed URL (the engine and the change counter use it too)."""
+    if parsed.get_backend_name() != "sqlite" or _in_memory(parsed):
+        return None
+    database = parsed.database or ""
+    return None if database.startswith("file:") else database
+
+
+def _in_memory(parsed: URL) -> bool:
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    return parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory"
+
+
+def with_sqlite_file(url: str, path: str | os.PathLike[str]) -> str:
+    """``url`` (a SQLite file URL) naming the database file ``path`` instead; the rest is kept.
+
+    Example:
+        >>> with_sqlite_file("sqlite:///recycler.db?timeout=5", "/abs/recycler.db")
+        'sqlite:////abs/recycler.db?timeout=5'
+    """
+    if sqlite_file(url) is None:
+        raise ConfigurationError(
+            f"registry URL {display_url(url)!r} is not a SQLite file URL: "
+            "it names no database file to change"
+        )
+    return make_url(url).set(database=os.fspath(path)).render_as_string(hide_password=False)
 
 
 def parse_db_url(url: str) -> URL:

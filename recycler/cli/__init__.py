@@ -16,10 +16,8 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
 from .. import __version__
-from .._storage import StorageError, display_url
+from .._storage import StorageError
 from . import db, demo, lineage, teachers
 from ._base import (
     PROG,
@@ -28,7 +26,6 @@ from ._base import (
     Subparsers,
     common_options,
     locations,
-    registry_url,
     safe_message,
 )
 
@@ -70,11 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except (CliError, StorageError, ValueError) as exc:
+    except (CliError, StorageError, ValueError) as exc:  # storage raises only StorageError
         return _fail(str(exc), urls)
-    except SQLAlchemyError as exc:
-        where = display_url(registry_url(args))
-        return _fail(f"registry {where}: database error: {_driver_message(exc)}", urls)
     except BrokenPipeError:  # e.g. `recycler teachers list | head -1`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -86,13 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 def _fail(message: str, urls: Iterable[str]) -> int:
     print(f"{PROG}: error: {safe_message(message, urls)}", file=sys.stderr)
     return 2
-
-
-def _driver_message(exc: SQLAlchemyError) -> str:
-    """The database's own message, without SQLAlchemy's statement and help-link lines."""
-    text = str(exc.orig) if isinstance(exc, DBAPIError) and exc.orig is not None else str(exc)
-    first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return first.strip()
 
 
 if __name__ == "__main__":

@@ -13,17 +13,18 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeAlias
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from .._storage import (
+    BLOBS_ENV,
+    DEFAULT_BLOBS,
+    DEFAULT_URL,
+    REGISTRY_ENV,
+    Registry,
+    scrub,
+    sqlite_file,
+)
 
-from .._storage import DEFAULT_BLOBS, DEFAULT_URL, Registry, redact
-
-REGISTRY_ENV = "RECYCLER_REGISTRY"
-BLOBS_ENV = "RECYCLER_BLOBS"
 PROG = "recycler"
-_PASSWORD_KEYS = {"password", "pass", "pwd", "passwd"}
 
 Handler = Callable[[argparse.Namespace], int]
 Subparsers: TypeAlias = "argparse._SubParsersAction[Parser]"
@@ -94,7 +95,7 @@ def open_registry(args: argparse.Namespace, *, must_exist: bool = True) -> Regis
         raise CliError(
             f"{exc}: install the driver, e.g. pip install 'recycler[postgres]'"
         ) from None
-    path = _sqlite_file(url) if must_exist else None
+    path = sqlite_file(url) if must_exist else None
     if path is not None and not os.path.exists(path):
         raise CliError(
             f"no registry database at {path}: pass --registry URL, set ${REGISTRY_ENV}, "
@@ -103,38 +104,12 @@ def open_registry(args: argparse.Namespace, *, must_exist: bool = True) -> Regis
     return registry
 
 
-def _sqlite_file(url: str) -> str | None:
-    """The file of a SQLite URL (None for other backends and in-memory databases)."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    database = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
-        return None
-    return None if database.startswith("file:") else database
-
-
-def secrets_in(urls: Iterable[str]) -> list[str]:
-    """Passwords carried by ``urls`` (userinfo and ``?password=``), raw and percent-decoded."""
-    found: set[str] = set()
-    for url in urls:
-        try:
-            parts = urlsplit(url)
-            candidates = [parts.password or ""]
-        except ValueError:
-            continue
-        candidates += [v for k, v in parse_qsl(parts.query) if k.lower() in _PASSWORD_KEYS]
-        found.update(c for c in candidates if c)
-        found.update(unquote(c) for c in candidates if c)
-    return sorted(found, key=len, reverse=True)
-
-
 def safe_message(message: str, urls: Iterable[str] = ()) -> str:
-    """``message`` on one line, with every password of ``urls`` (and any URL password) hidden."""
-    for secret in secrets_in(urls):
-        message = message.replace(secret, "***")
-    return one_line(redact(message))
+    """``message`` on one line, with every password of ``urls`` (and any URL password) hidden.
+
+    The masking rules are storage's (:func:`storage.scrub`); this only makes it one line.
+    """
+    return one_line(scrub(message, *urls))
 
 
 def one_line(text: str) -> str:

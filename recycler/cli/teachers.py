@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 
-from .._storage import LocalBlobStore, Registry, Status, TeacherQuery
+from .._storage import BLOBS_ENV, LocalBlobStore, Registry, Status, TeacherQuery
 from ._base import (
     CliError,
     Parser,
@@ -163,6 +163,6 @@ def _require_blob_folder(registry: Registry) -> None:
     store = registry.blobs
     if isinstance(store, LocalBlobStore) and not os.path.isdir(store.url):
         raise CliError(
-            f"blob folder {store.url} does not exist: pass --blobs PATH or set RECYCLER_BLOBS "
+            f"blob folder {store.url} does not exist: pass --blobs PATH or set {BLOBS_ENV} "
             "(nothing was changed)"
         )

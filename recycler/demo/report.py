@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._imports import require
 from .sweep import Sweep, TrialRun
 
 
@@ -168,9 +169,8 @@ def _percent(new: float, old: float) -> str:
 
 def plot(plain: Sweep, recycled: Sweep, target: float, path: Path) -> Path:
     """Best-so-far accuracy against wall-clock for both sweeps, as a PNG (Agg, no display)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    figures = require("matplotlib.figure", "demo", feature="the demo's plot")
+    fig = figures.Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     for sweep, color in ((plain, "tab:gray"), (recycled, "tab:green")):
         times, best, top = [0.0], [0.0], 0.0

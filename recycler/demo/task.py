@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import MissingExtraError
+from .._imports import require
 
 
 @dataclass(frozen=True)
@@ -29,17 +29,12 @@ def load_mnist1d(n_train: int = 1000, n_test: int = 1000, seed: int = 42) -> tup
         >>> train.x.shape
         torch.Size([200, 1, 40])
     """
-    try:
-        from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError as exc:  # pragma: no cover - the demo extra is part of `all`
-        raise MissingExtraError(
-            "MNIST-1D needs the demo extra: pip install 'recycler[demo]'"
-        ) from exc
-    args = get_dataset_args()
+    mnist1d = require("mnist1d.data", "demo", feature="MNIST-1D")
+    args = mnist1d.get_dataset_args()
     split = args.train_split
     args.num_samples = int(max(n_train / split, n_test / (1 - split))) + 10
     args.seed = seed
-    data = make_dataset(args)
+    data = mnist1d.make_dataset(args)
     x_train = torch.tensor(data["x"][:n_train], dtype=torch.float32).unsqueeze(1)
     y_train = torch.tensor(data["y"][:n_train], dtype=torch.int64)
     x_test = torch.tensor(data["x_test"][:n_test], dtype=torch.float32).unsqueeze(1)

@@ -56,7 +56,7 @@ def register_teacher(
     metric: float | None,
     state: str,
     final: bool,
-    step: int | None,
+    step: int,
     epoch: int | None,
     signature: str | None,
     tags: Mapping[str, str] | None = None,

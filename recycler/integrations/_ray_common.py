@@ -116,8 +116,8 @@ def write_checkpoint(
 ) -> None:
     """Write the model's weights (safetensors) and ``recycler.json`` into ``directory``."""
     folder = Path(directory)
-    data = encode_checkpoint(model.state_dict(), {}, skip_non_tensors=True)
-    (folder / WEIGHTS_FILE).write_bytes(data)
+    weights = encode_checkpoint(model.state_dict(), {}, skip_non_tensors=True)
+    (folder / WEIGHTS_FILE).write_bytes(weights)
     data = {"format": FORMAT_VERSION, "weights": WEIGHTS_FILE, **meta}
     (folder / META_FILE).write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
 

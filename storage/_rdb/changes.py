@@ -16,6 +16,7 @@ import threading
 from sqlalchemy import Engine, bindparam, case, func, select
 
 from .._records import Status
+from .._urls import file_of
 from .models import TeacherRow
 
 __all__ = ["STAMP", "ChangeCounter"]
@@ -42,10 +43,8 @@ class ChangeCounter:
     """
 
     def __init__(self, engine: Engine) -> None:
-        url = engine.url
-        database = url.database or ""
-        plain_file = url.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-        self._path = database if plain_file and not url.query else None
+        path = file_of(engine.url)
+        self._path = path if path and not engine.url.query else None
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()

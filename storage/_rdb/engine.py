@@ -1,49 +1,91 @@
-"""Engines, one per process and URL: SQLite in WAL with IMMEDIATE writes, or PostgreSQL."""
+"""Engines, one per process, URL and pool limits: SQLite (WAL, IMMEDIATE writes) or PostgreSQL.
+
+Every use of a connection goes through :func:`reading` or :func:`writing`, and both translate
+every database error (SQLAlchemy's, the driver's, the connection pool's timeout) into a
+``StorageError`` in one place, :func:`translate`: no SQLAlchemy exception leaves ``storage``.
+"""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
-from sqlalchemy.exc import (
-    ArgumentError,
-    DBAPIError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-)
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
 
-from .._errors import ConfigurationError, RegistryUnavailableError, StorageError
-from .._urls import display_url, parse_db_url, redact, scrub
+from .._errors import ConfigurationError, ConflictError, RegistryUnavailableError, StorageError
+from .._urls import display_url, file_of, parse_db_url, redact, scrub
 
 _WRITE = "recycler_write"
 _BUSY_TIMEOUT_S = 60.0
-_engines: dict[tuple[int, str], Engine] = {}
+_BACKGROUND = re.compile(r"\s*\(Background on this error at:[^)]*\)\s*$")
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """Limits of one process's connection pool; None keeps the backend's default.
+
+    ``size``: at most this many connections open at once (no overflow beyond it).
+    ``timeout``: seconds a call waits for a free connection before it fails with
+    ``RegistryUnavailableError``.
+    """
+
+    size: int | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        size, timeout = self.size, self.timeout
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ConfigurationError(f"pool_size must be an int >= 1 or None, got {size!r}")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"pool_timeout must be a number of seconds > 0 or None, got {timeout!r}"
+            )
+
+    def options(self) -> dict[str, Any]:
+        """The ``create_engine`` keywords of these limits (for a pooled engine)."""
+        out: dict[str, Any] = {}
+        if self.size is not None:
+            out.update(pool_size=self.size, max_overflow=0)
+        if self.timeout is not None:
+            out["pool_timeout"] = float(self.timeout)
+        return out
+
+
+DEFAULT_LIMITS = PoolLimits()
+_engines: dict[tuple[int, str, PoolLimits], Engine] = {}
 _lock = threading.Lock()
 
 
-def get_engine(url: str) -> Engine:
+def get_engine(url: str, limits: PoolLimits = DEFAULT_LIMITS) -> Engine:
     """The engine for ``url`` in this process (engines never cross a fork)."""
-    key = (os.getpid(), url)
+    key = (os.getpid(), url, limits)
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = _create(url)
+            engine = _engines[key] = _create(url, limits)
         return engine
 
 
-def dispose(url: str) -> None:
+def dispose(url: str, limits: PoolLimits = DEFAULT_LIMITS) -> None:
     """Close this process's engine for ``url`` (its next use opens a new one)."""
     with _lock:
-        engine = _engines.pop((os.getpid(), url), None)
+        engine = _engines.pop((os.getpid(), url, limits), None)
     if engine is not None:
         engine.dispose()
 
@@ -63,7 +105,7 @@ def _set_wal(cur: Any) -> None:
 def dispose_all() -> None:
     """Close every engine of this process (tests, shutdown)."""
     with _lock:
-        for (pid, _), engine in list(_engines.items()):
+        for (pid, _, _), engine in list(_engines.items()):
             if pid == os.getpid():
                 engine.dispose()
         _engines.clear()
@@ -72,11 +114,11 @@ def dispose_all() -> None:
 atexit.register(dispose_all)  # pooled connections are closed, not left to the finalizers
 
 
-def _create(url: str) -> Engine:
+def _create(url: str, limits: PoolLimits) -> Engine:
     parsed = parse_db_url(url)
     try:
-        return _create_parsed(parsed)
-    except (ArgumentError, ImportError) as exc:  # unknown driver, or its module not installed
+        return _create_parsed(parsed, limits)
+    except (sa_exc.ArgumentError, ImportError) as exc:  # unknown driver, or its module missing
         raise ConfigurationError(
             f"registry URL {display_url(url)!r} cannot be used: {type(exc).__name__}: "
             f"{scrub(str(exc), url)} (use sqlite:///... or postgresql+psycopg://..., and "
@@ -84,32 +126,33 @@ def _create(url: str) -> Engine:
         ) from None
 
 
-def _create_parsed(parsed: URL) -> Engine:
+def _create_parsed(parsed: URL, limits: PoolLimits) -> Engine:
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
-        if database not in ("", ":memory:") and not database.startswith("file:"):
-            folder = os.path.dirname(os.path.abspath(database))
+        path = file_of(parsed)
+        if path is not None:
+            folder = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(folder):
                 raise RegistryUnavailableError(
                     f"SQLite registry folder {folder} does not exist: create it or pick another "
                     "--registry path"
                 )
+        memory = parsed.database in (None, "", ":memory:")
         engine = create_engine(
             parsed,
             connect_args={"timeout": _BUSY_TIMEOUT_S, "check_same_thread": False},
-            poolclass=NullPool if database in ("", ":memory:") else None,
             hide_parameters=True,
+            **({"poolclass": NullPool} if memory else limits.options()),
         )
         _configure_sqlite(engine)
         return engine
+    options: dict[str, Any] = {"pool_size": 4, "max_overflow": 4, **limits.options()}
     return create_engine(
         parsed,
-        pool_size=4,
-        max_overflow=4,
         pool_pre_ping=True,
         pool_recycle=1800,
         hide_parameters=True,
         connect_args={"connect_timeout": 10},
+        **options,
     )
 
 
@@ -148,29 +191,63 @@ def writing(engine: Engine) -> Iterator[Connection]:
 
 @contextlib.contextmanager
 def _translated(engine: Engine) -> Iterator[None]:
-    """Turn a connection failure into ``RegistryUnavailableError`` without the password."""
+    """Every database error of the block, as a ``StorageError`` (see :func:`translate`)."""
     try:
         yield
-    except DBAPIError as exc:
-        if exc.connection_invalidated or (
-            isinstance(exc, (OperationalError, InterfaceError)) and _is_connect_failure(exc)
-        ):
-            url = engine.url.render_as_string(hide_password=False)
-            raise RegistryUnavailableError(
-                f"registry {redact(engine.url.render_as_string())} is unreachable: "
-                f"{scrub(str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc), url)}"
-            ) from None
-        if isinstance(exc, IntegrityError):
-            raise  # callers handle constraint races themselves
-        url = engine.url.render_as_string(hide_password=False)
-        first = (str(exc.orig) if exc.orig else str(exc)).strip().splitlines()
-        raise StorageError(
-            f"registry {redact(engine.url.render_as_string())} database error: "
-            f"{scrub(first[0] if first else type(exc).__name__, url)}"
-        ) from None
+    except sa_exc.SQLAlchemyError as exc:
+        raise translate(engine, exc) from None
+    except Exception as exc:
+        if isinstance(exc, _driver_errors(engine)):  # a driver error SQLAlchemy did not wrap
+            raise translate(engine, exc) from None
+        raise
 
 
-def _is_connect_failure(exc: DBAPIError) -> bool:
+def translate(engine: Engine, exc: Exception) -> StorageError:
+    """The ``StorageError`` a database error means, its message free of the URL's password.
+
+    Not chained to ``exc`` (its text and arguments may repeat the password):
+    - no connection came free from the pool in time, or the server cannot be reached:
+      ``RegistryUnavailableError``;
+    - a unique key collided with a concurrent write: ``ConflictError``;
+    - anything else the database or SQLAlchemy raised: ``StorageError``.
+    """
+    shown = redact(engine.url.render_as_string())
+    secret = engine.url.render_as_string(hide_password=False)
+    if isinstance(exc, sa_exc.TimeoutError):
+        return RegistryUnavailableError(
+            f"registry {shown} is busy: {scrub(_first_line(exc), secret)}; every connection "
+            "this process may open to it is in use: use fewer threads per process, or a "
+            "larger pool_size"
+        )
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    said = scrub(_first_line(orig), secret)
+    if isinstance(exc, sa_exc.DBAPIError) and (
+        exc.connection_invalidated
+        or (
+            isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+            and _is_connect_failure(exc)
+        )
+    ):
+        return RegistryUnavailableError(f"registry {shown} is unreachable: {said}")
+    if isinstance(exc, sa_exc.IntegrityError):
+        return ConflictError(f"registry {shown}: a concurrent write collided: {said}")
+    return StorageError(f"registry {shown} database error: {said}")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an error, without SQLAlchemy's help link."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return _BACKGROUND.sub("", lines[0]) if lines else type(exc).__name__
+
+
+def _driver_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    dbapi = getattr(engine.dialect, "loaded_dbapi", None)
+    error = getattr(dbapi, "Error", None)
+    found: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    return (*found, error) if isinstance(error, type) else found
+
+
+def _is_connect_failure(exc: sa_exc.DBAPIError) -> bool:
     text = str(exc.orig or exc).lower()
     return any(
         marker in text

@@ -67,10 +67,23 @@ def upgrade(engine: Engine, url: str, *, target: str = HEAD, only_if_empty: bool
 
 
 def _alembic_upgrade(conn: Connection, target: str) -> None:
+    """Run the migrations on ``conn``; ``env.py`` gets everything it needs from the attributes.
+
+    The connection and metadata travel in ``Config.attributes``, so ``env.py`` imports nothing
+    of this package: it works whatever name the package was loaded under.
+    """
     from alembic import command
     from alembic.config import Config
+    from alembic.util import CommandError
+
+    from .models import Base
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, target)
+    cfg.attributes["target_metadata"] = Base.metadata
+    cfg.attributes["version_table"] = VERSION_TABLE
+    try:
+        command.upgrade(cfg, target)
+    except CommandError as exc:
+        raise SchemaError(f"the registry schema could not be migrated to {target}: {exc}") from exc

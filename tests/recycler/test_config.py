@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "study": None,
     "distill": {
         "loss": "mse",
+        "loss_options": {},
         "weight": 1.0,
         "temperature": 4.0,
         "schedule": "always",
@@ -285,7 +286,7 @@ REJECTED: list[tuple[Any, str]] = [
     (
         {"distill": {"wieght": 1}},
         "distill.wieght: unknown option (did you mean 'weight'?); distill options are loss, "
-        "weight, temperature, schedule, standardize, warmup, cache, cache_max_bytes, "
+        "loss_options, weight, temperature, schedule, standardize, warmup, cache, cache_max_bytes, "
         "only_correct",
     ),
     (

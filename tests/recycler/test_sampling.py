@@ -205,7 +205,7 @@ def test_random_policy_is_seeded_and_uniform() -> None:
 
 def test_policy_errors_and_edges() -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown pool policy 'top'.*best, random, recent, diverse, all"
+        ConfigError, match=r"unknown pool policy 'top'.*all, best, diverse, random, recent"
     ):
         select_pool(POOL, policy="top", k=1)
     for bad in (0, -1, 1.5, True):

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _fused_models import N, cnn, mlp, teachers
-from recycler.fused._kernels import CHUNKS, im2col_conv
 from torch import Tensor, nn
 
 from recycler.demo.task import ConvNet1D
 from recycler.fused import FusedEnsemble, WideEnsemble, WideUnsupported, loop_forward
+from recycler.fused._kernels import CHUNKS, im2col_conv
 
 
 class ResBlockNet(nn.Module):
