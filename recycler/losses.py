@@ -18,15 +18,15 @@ bounded whatever the teacher's scale and the student's state (tests/recycler/tes
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from ._names import LOSSES
-from .fused import average_teachers
 from .errors import ConfigError
+from .fused import average_teachers
 
 __all__ = [
     "KDLossFn",

@@ -32,7 +32,7 @@ class KDStep:
         self.accounting = accounting
         self.only_correct = distill.only_correct
         self.gate = config.teachers.quality_gate
-        self.term = KDTerm(distill.loss, distill.temperature, distill.standardize)
+        self.term = KDTerm.from_config(distill)
         self.cache = LogitCache(distill.cache_max_bytes) if distill.cache else None
         # the cache keeps a step's teacher rows as the KD term compares them (only_correct
         # needs the raw ones)
