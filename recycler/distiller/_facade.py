@@ -456,6 +456,7 @@ class Distiller:
             "policy_rng": _rng_json(self._rng.getstate()),
             "intermediate": list(self._intermediate),
             "last_checkpoint": self._last_checkpoint,
+            "signature": self.signature,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -470,6 +471,8 @@ class Distiller:
         self._rng.setstate(_rng_tuple(state["policy_rng"]))
         self._intermediate = [int(t) for t in state.get("intermediate", [])]
         self._last_checkpoint = int(state.get("last_checkpoint", 0))
+        if self._refresher.signature is None and isinstance(state.get("signature"), str):
+            self._refresher.signature = state["signature"]
         self._refresher.replanned()
         self._warmup_steps = None
 

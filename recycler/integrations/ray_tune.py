@@ -274,6 +274,9 @@ def resume(model: nn.Module, kd: Distiller | None = None) -> int:
         saved = meta.get("distiller")
         if isinstance(saved, Mapping):
             kd.load_state_dict(saved)  # clock, sampler RNG, usage: the lineage loses nothing
+            # kd_active compares with the steps distilled at the previous report, which is
+            # the checkpoint's report: not 0 in this fresh worker process
+            _last_distilled[kd] = int(kd.stats()["steps_distilled"])
         else:
             kd.resume_at(clock.step)
     return clock.epoch
