@@ -16,246 +16,50 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 
-from ._names import LOSSES, POLICIES, did_you_mean
+from ._config_checks import (
+    Check,
+    Options,
+    S,
+    _Section,
+    _section_coercer,
+    a_bool,
+    a_float,
+    a_schedule,
+    an_int,
+    choice,
+    keyword_options,
+    optional,
+    strings,
+    text,
+    time_span,
+)
+from ._names import LOSSES, POLICIES
 from ._storage import display_url, redact
 from .errors import ConfigError
 from .schedule import ALWAYS, Schedule
 from .time import Time, TimeUnit
 
-__all__ = ["DistillConfig", "RecycleConfig", "RegisterConfig", "TeachersConfig"]
+__all__ = [
+    "BudgetConfig",
+    "DistillConfig",
+    "InitConfig",
+    "RecycleConfig",
+    "RegisterConfig",
+    "TeachersConfig",
+]
 
 MiB = 1 << 20
 AUTOCAST = ("float16", "bfloat16")
 REGISTER_ON: tuple[Literal["complete", "pruned"], ...] = ("complete", "pruned")
 _ONE_EPOCH = Time(1, TimeUnit.EPOCH)
-
-S = TypeVar("S", bound="_Section")
-Check = Callable[[Any, str], Any]  # (value, key path) -> the value, normalised; or ConfigError
-
-
-def a_bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{path}: expected true or false, got {value!r}")
-    return value
-
-
-def a_float(*, minimum: float | None = None, above: float | None = None) -> Check:
-    def check(value: Any, path: str) -> float:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not math.isfinite(value):
-            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{path}: {value!r} must be >= {minimum}")
-        if above is not None and value <= above:
-            raise ConfigError(f"{path}: {value!r} must be > {above}")
-        return float(value)
-
-    return check
-
-
-def an_int(*, minimum: int) -> Check:
-    def check(value: Any, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer >= {minimum}, got {value!r}")
-        if value < minimum:
-            raise ConfigError(f"{path}: {value!r} must be >= {minimum}")
-        return value
-
-    return check
-
-
-def choice(options: Collection[str], *, or_else: Check | None = None, also: str = "") -> Check:
-    """One of ``options``: a tuple, or a registry (read when checking: names added since count)."""
-
-    def check(value: Any, path: str) -> Any:
-        if isinstance(value, str) and value in options:
-            return value
-        if or_else is not None and not isinstance(value, str):
-            return or_else(value, path)
-        allowed = f"{', '.join(options)} or {also}" if also else f"one of {', '.join(options)}"
-        raise ConfigError(f"{path}: {value!r} is not {allowed}")
-
-    return check
-
-
-class Options(Mapping[str, Any]):
-    """A read-only, hashable mapping of option names to plain values (``distill.loss_options``).
-
-    Example:
-        >>> opts = Options({"beta": 0.5})
-        >>> opts["beta"], opts == {"beta": 0.5}, hash(opts) == hash(Options(beta=0.5))
-        (0.5, True, True)
-    """
-
-    def __init__(self, data: Mapping[str, Any] | None = None, /, **more: Any) -> None:
-        self._data: dict[str, Any] = {**(data or {}), **more}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __hash__(self) -> int:
-        return hash(_frozen(self._data))
-
-    def __repr__(self) -> str:
-        return repr(self._data)
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable stand-in for a plain (YAML) value: mappings and lists made immutable."""
-    if isinstance(value, Mapping):
-        return frozenset((key, _frozen(item)) for key, item in value.items())
-    if isinstance(value, (list, tuple)):
-        return tuple(_frozen(item) for item in value)
-    return value
-
-
-def keyword_options(value: Any, path: str) -> Options:
-    """A mapping of option names (strings) to values, for a named implementation."""
-    if isinstance(value, Options):
-        return value
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of option names to values, got {value!r}")
-    for key in value:
-        if not isinstance(key, str) or not key.isidentifier():
-            raise ConfigError(f"{path}: option names must be identifiers, got {key!r}")
-    return Options(value)
-
-
-def optional(check: Check) -> Check:
-    return lambda value, path: None if value is None else check(value, path)
-
-
-def text(value: Any, path: str) -> str:
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{path}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def strings(options: tuple[str, ...] = ()) -> Check:
-    """A list of strings (a single string is a list of one), each from ``options`` if given."""
-
-    def check(value: Any, path: str) -> tuple[str, ...]:
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list of strings, got {value!r}")
-        for item in items:
-            if options and item not in options:
-                raise ConfigError(f"{path}: {item!r} is not one of {', '.join(options)}")
-            text(item, path)
-        unique = dict.fromkeys(items)
-        return tuple(o for o in options if o in unique) if options else tuple(unique)
-
-    return check
-
-
-def time_span(*, allow_zero: bool = False) -> Check:
-    """A :class:`Time` within one trial (ep, ba or dur), more than zero unless allowed."""
-
-    def check(value: Any, path: str) -> Time:
-        try:
-            t = Time.parse(value)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        if t.unit is TimeUnit.TRIAL:
-            raise ConfigError(f"{path}: {t} counts trials; use ep, ba or dur (e.g. 1ep)")
-        if t.exact == 0 and not allow_zero:
-            raise ConfigError(f"{path}: {t} must be more than zero (or null for never)")
-        return t
-
-    return check
-
-
-def a_schedule(value: Any, path: str) -> Schedule:
-    try:
-        return Schedule.parse(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-
-
-def _reject_unknown(data: Mapping[Any, Any], known: list[str], section: str) -> None:
-    for key in data:
-        if key in known:
-            continue
-        path = f"{section}.{key}" if section else str(key)
-        hint = did_you_mean(key, known)
-        where = f"{section} options" if section else "top-level options"
-        raise ConfigError(f"{path}: unknown option{hint}; {where} are {', '.join(known)}")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, _Section):
-        return value.to_dict()
-    if isinstance(value, (Time, Schedule)):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, Options):
-        return dict(value)
-    return value
-
-
-def _section_coercer(section: type[_Section]) -> Callable[[Any, str], Any]:
-    def coerce(value: Any, path: str) -> Any:
-        if isinstance(value, section):
-            return value
-        if isinstance(value, Mapping):
-            return section.from_dict(value)
-        raise ConfigError(f"{path}: expected a mapping of {path} options, got {value!r}")
-
-    return coerce
-
-
-class _Section:
-    """A validated, frozen group of options; subclasses are frozen dataclasses."""
-
-    _name: ClassVar[str]
-    _checks: ClassVar[dict[str, Check]]
-
-    def __post_init__(self) -> None:
-        for name, check in self._checks.items():
-            object.__setattr__(self, name, check(getattr(self, name), self._path(name)))
-        self._check_together()
-
-    def _check_together(self) -> None:
-        """Checks that involve several options."""
-
-    @classmethod
-    def _path(cls, name: str) -> str:
-        return f"{cls._name}.{name}" if cls._name else name
-
-    if TYPE_CHECKING:
-
-        def __init__(self, **options: Any) -> None: ...
-
-    @classmethod
-    def from_dict(cls: type[S], data: Mapping[str, Any]) -> S:
-        """Build from a mapping; unknown keys raise :class:`ConfigError` naming them."""
-        where = cls._name or "the config"
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of options, got {data!r}")
-        _reject_unknown(data, list(cls._checks), cls._name)
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (times and schedules as strings) that :meth:`from_dict` reads back."""
-        return {name: _plain(getattr(self, name)) for name in self._checks}
 
 
 @dataclass(frozen=True)
@@ -387,10 +191,97 @@ class RegisterConfig(_Section):
         return super().from_dict(data)
 
 
+def a_fraction(value: Any, path: str) -> float:
+    """A number in (0, 1]."""
+    number = float(a_float(above=0.0)(value, path))
+    if number > 1.0:
+        raise ConfigError(f"{path}: {value!r} must be at most 1 (a fraction of the plan)")
+    return number
+
+
+@dataclass(frozen=True)
+class BudgetConfig(_Section):
+    """How long a trial that has a pool trains: a fraction of its planned length.
+
+    KD's quality gain turned into time (Blakeney et al. 2022 §5.1: 45 of 90 epochs reached the
+    baseline). ``scale``: a fraction in (0, 1], or ``auto``: the median point of their plan at
+    which this study's earlier recycled trials first reached their best teacher's metric, plus
+    ``margin``, within ``[min, max]`` (``max`` until there is evidence). A trial without a pool
+    always trains its whole plan. The loop reads the effective length from ``kd.epochs`` /
+    ``kd.steps``; a trial's value then comes from a shorter run with KD: that is the method.
+
+    Example:
+        >>> BudgetConfig(scale=0.5).scale, BudgetConfig(scale="auto").min
+        (0.5, 0.25)
+    """
+
+    scale: float | Literal["auto"] = 1.0  # fraction of the plan for a trial with a pool
+    min: float = 0.25  # auto: never below this fraction
+    max: float = 1.0  # auto: never above it (and what auto uses before there is evidence)
+    margin: float = 0.1  # auto: added to the evidence's fraction
+    evidence: int = 5  # auto: how many of the latest recycled trials count
+
+    _name: ClassVar[str] = "budget"
+    _checks: ClassVar[dict[str, Check]] = {
+        "scale": choice(("auto",), or_else=a_fraction, also="a fraction in (0, 1]"),
+        "min": a_fraction,
+        "max": a_fraction,
+        "margin": a_float(minimum=0.0),
+        "evidence": an_int(minimum=1),
+    }
+
+    def _check_together(self) -> None:
+        if self.min > self.max:
+            raise ConfigError(f"budget.min: {self.min} is more than budget.max ({self.max})")
+
+
+@dataclass(frozen=True)
+class InitConfig(_Section):
+    """Weight recycling: start a trial from the best compatible earlier teacher.
+
+    ``from: best`` takes the best eligible teacher of the pool's studies whose parameters
+    have the student's names and shapes, and sets θ = shrink·θ_teacher + perturb·θ_fresh
+    (``shrink: 1, perturb: 0`` is a warm start; e.g. ``0.5``/``0.1`` is shrink-and-perturb,
+    Ash & Adams 2020, which keeps warm-starting's speed without its generalisation loss).
+    With no compatible teacher the trial starts fresh, and says so once.
+
+    Example:
+        >>> InitConfig.from_dict({"from": "best", "shrink": 0.5, "perturb": 0.1}).source
+        'best'
+    """
+
+    source: Literal["none", "best"] = "none"  # YAML key: from
+    shrink: float = 1.0
+    perturb: float = 0.0
+
+    _name: ClassVar[str] = "init"
+    _checks: ClassVar[dict[str, Check]] = {
+        "source": choice(("none", "best")),
+        "shrink": a_float(minimum=0.0),
+        "perturb": a_float(minimum=0.0),
+    }
+
+    @classmethod
+    def from_dict(cls: type[S], data: Mapping[Any, Any]) -> S:
+        if isinstance(data, Mapping) and "from" in data:
+            data = {("source" if key == "from" else key): value for key, value in data.items()}
+        return super().from_dict(data)
+
+    @classmethod
+    def _path(cls, name: str) -> str:
+        return super()._path("from" if name == "source" else name)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        return {"from": out.pop("source"), **out}
+
+
 _SECTIONS: dict[str, type[_Section]] = {
     "distill": DistillConfig,
     "teachers": TeachersConfig,
     "register": RegisterConfig,
+    "budget": BudgetConfig,
+    "init": InitConfig,
 }
 
 
@@ -413,6 +304,8 @@ class RecycleConfig(_Section):
     distill: DistillConfig = field(default_factory=DistillConfig)
     teachers: TeachersConfig = field(default_factory=TeachersConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    init: InitConfig = field(default_factory=InitConfig)
 
     _name: ClassVar[str] = ""
     _checks: ClassVar[dict[str, Check]] = {
@@ -468,5 +361,7 @@ class RecycleConfig(_Section):
             "distill": self.distill,
             "teachers": self.teachers,
             "register": self.register,
+            "budget": self.budget,
+            "init": self.init,
         }
         return "RecycleConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"

@@ -22,14 +22,15 @@ from ..time import Clock, TimeUnit
 from . import _lifecycle as lifecycle
 from ._accounting import Accounting
 from ._clock import TrialClock
-from ._identity import TrialIdentity
+from ._identity import IdentityView, TrialIdentity
+from ._plan import TrialPlan
 from ._refresh import PoolRefresher
 from ._step import KDStep
 
 _STATE_VERSION = 1
 
 
-class Distiller:
+class Distiller(IdentityView):
     """Knowledge distillation from earlier trials, for one trial.
 
     Call :meth:`loss` once per training step; it returns ``task + λ·KD`` when the schedule
@@ -98,50 +99,17 @@ class Distiller:
         self._always = self._schedule == ALWAYS
         self._counts_trials = TimeUnit.TRIAL in self._schedule.units
         self._warmup_steps: float | None = None
+        self._plan = TrialPlan(
+            self.config,
+            self.identity,
+            self.registry,
+            self.clock_state,
+            self._refresher,
+            self.accounting,
+        )
         self._registered: TeacherRecord | None = None
         self._intermediate: list[int] = []  # teacher ids of this trial's intermediate checkpoints
         self._last_checkpoint = 0
-
-    # -- identity ------------------------------------------------------------------------
-
-    @property
-    def study(self) -> str:
-        """The registry study this trial belongs to."""
-        return self.identity.study
-
-    @property
-    def trial_number(self) -> int:
-        """The trial's number in its study."""
-        return self.identity.number
-
-    @property
-    def trial_id(self) -> str | None:
-        """The framework's own id of the trial."""
-        return self.identity.id
-
-    @property
-    def framework(self) -> str:
-        """Which framework runs the trial ("optuna", "ray", "manual", ...)."""
-        return self.identity.framework
-
-    @property
-    def direction(self) -> Direction:
-        """Which way the trial's metric is better."""
-        return self.identity.direction
-
-    @property
-    def metric_name(self) -> str | None:
-        """The name of the trial's metric."""
-        return self.identity.metric_name
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """The trial's hyperparameters (JSON-safe)."""
-        return self.identity.params
-
-    @params.setter
-    def params(self, value: Mapping[str, Any]) -> None:
-        self.identity.params = TrialIdentity(self.study, 0, params=dict(value)).params
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -163,11 +131,27 @@ class Distiller:
         steps_per_epoch: int | None = None,
         steps: int | None = None,
     ) -> Distiller:
-        """The trial's planned length, for epoch-based schedules and ``dur`` fractions."""
-        self.clock_state.plan(epochs, steps_per_epoch, steps)
+        """The trial's planned length, for epoch-based schedules and ``dur`` fractions.
+
+        Call it after :meth:`attach`, before training. With ``budget`` a trial that has a
+        pool trains a fraction of this plan: read the effective length from :attr:`epochs` /
+        :attr:`steps` (and run the LR schedule over it). With ``init`` the model's weights
+        start from the best compatible earlier teacher.
+        """
+        self._plan.apply(epochs, steps_per_epoch, steps, self.model)
         self._refresher.replanned()
         self._warmup_steps = None
         return self
+
+    @property
+    def epochs(self) -> int | None:
+        """The epochs to train: the plan's, or fewer under ``budget``."""
+        return self.clock_state.planned_epochs
+
+    @property
+    def steps(self) -> int | None:
+        """The steps to train: the plan's, or fewer under ``budget``."""
+        return self.clock_state.planned_steps
 
     def resume_at(self, step: int, epoch: int | None = None) -> None:
         """Put the clock at ``step`` (and ``epoch``) for a trial resumed from a checkpoint."""
@@ -310,6 +294,7 @@ class Distiller:
             return None
         if final:
             self.close()
+            tags = {**self.final_tags(), **(tags or {})}
         try:
             rec = lifecycle.register_teacher(
                 self.registry,
@@ -333,14 +318,25 @@ class Distiller:
         self.write_lineage()
         return rec
 
-    def checkpoint(
+    def observe(self, metric: float | None) -> None:
+        """Record a metric at the current step, without registering anything."""
+        self._plan.observe(metric)
+
+    def final_tags(self) -> dict[str, str]:
+        """Tags the trial's final teacher carries (when it reached its best teacher, parent)."""
+        return self._plan.tags(self.teachers, self.accounting.distilled > 0)
+
+    def report(
         self, metric: float | None = None, model: nn.Module | None = None
     ) -> TeacherRecord | None:
-        """Register an intermediate checkpoint when ``register.every`` says one is due.
+        """A metric reported at the current step; registers an intermediate checkpoint when
+        ``register.every`` says one is due (returned; else None).
 
-        Adapters call this at each report of a metric (Optuna's ``trial.report``, Ray's
-        ``report``); a no-op without ``register.every``.
+        Adapters call this at each report (Optuna's ``trial.report``, Ray's ``report``); own
+        loops call it after each evaluation. The history tells later trials' ``budget: auto``
+        when this trial reached its best teacher.
         """
+        self.observe(metric)
         every = self.config.register.every
         if not lifecycle.checkpoint_due(every, self.clock(), self._last_checkpoint):
             return None
@@ -423,6 +419,7 @@ class Distiller:
         pool = self._refresher.pool
         out: dict[str, Any] = {"pool": [r.id for r in self.teachers], "steps": self.step}
         out.update(self.accounting.stats())
+        out.update(self._plan.info())
         if pool is not None and pool.skipped:
             out["skipped"] = {str(k): v for k, v in pool.skipped.items()}
         cache = self._kd.cache
@@ -457,6 +454,7 @@ class Distiller:
             "intermediate": list(self._intermediate),
             "last_checkpoint": self._last_checkpoint,
             "signature": self.signature,
+            "plan": self._plan.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -471,6 +469,8 @@ class Distiller:
         self._rng.setstate(_rng_tuple(state["policy_rng"]))
         self._intermediate = [int(t) for t in state.get("intermediate", [])]
         self._last_checkpoint = int(state.get("last_checkpoint", 0))
+        if isinstance(state.get("plan"), Mapping):
+            self._plan.load_state_dict(dict(state["plan"]))
         if self._refresher.signature is None and isinstance(state.get("signature"), str):
             self._refresher.signature = state["signature"]
         self._refresher.replanned()

@@ -60,3 +60,48 @@ class TrialIdentity:
     def __post_init__(self) -> None:
         self.params = jsonable(dict(self.params))
         self.direction = Direction(self.direction)
+
+
+class IdentityView:
+    """Read access to a :class:`TrialIdentity` held as ``self.identity`` (the Distiller's)."""
+
+    identity: TrialIdentity
+
+    @property
+    def study(self) -> str:
+        """The registry study this trial belongs to."""
+        return self.identity.study
+
+    @property
+    def trial_number(self) -> int:
+        """The trial's number in its study."""
+        return self.identity.number
+
+    @property
+    def trial_id(self) -> str | None:
+        """The framework's own id of the trial."""
+        return self.identity.id
+
+    @property
+    def framework(self) -> str:
+        """Which framework runs the trial ("optuna", "ray", "manual", ...)."""
+        return self.identity.framework
+
+    @property
+    def direction(self) -> Direction:
+        """Which way the trial's metric is better."""
+        return self.identity.direction
+
+    @property
+    def metric_name(self) -> str | None:
+        """The name of the trial's metric."""
+        return self.identity.metric_name
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The trial's hyperparameters (JSON-safe)."""
+        return self.identity.params
+
+    @params.setter
+    def params(self, value: Mapping[str, Any]) -> None:
+        self.identity.params = jsonable(dict(value))

@@ -3,9 +3,9 @@
 A trial, whatever runs it::
 
     kd = Distiller(config, study=..., trial_number=..., framework=...)   # trial starts
-    kd.attach(model).plan(epochs=E, steps_per_epoch=S)                  # before step 0
+    kd.attach(model).plan(epochs=E, steps_per_epoch=S)   # budget, init; then kd.epochs
     for each step:     loss = kd.loss(logits, y, x)                     # KD when scheduled
-    for each report:   kd.checkpoint(metric)                            # register.every
+    for each report:   kd.report(metric)                                # register.every
     at the end:        outcome = kd.finish(state, metric)               # complete/pruned/fail
 
 ``finish`` registers the model as a teacher when the register policy allows the state

@@ -186,9 +186,22 @@ class PoolRefresher:
         self._stamp = stamp
         return False
 
-    def _select(self) -> list[TeacherRecord]:
+    def plan_pool(self) -> tuple[list[TeacherRecord], list[TeacherRecord]]:
+        """The pool a refresh would pick now, and every candidate record (for the plan).
+
+        Loads nothing. A registry outage gives empty lists and is recorded.
+        """
+        try:
+            records = self._candidates()
+            return self._select(records), records
+        except StorageError as exc:
+            self._failed(exc)
+            return [], []
+
+    def _select(self, records: list[TeacherRecord] | None = None) -> list[TeacherRecord]:
         """Query the registry and pick the pool (no change to the pool itself)."""
-        records = self._candidates()
+        if records is None:
+            records = self._candidates()
         if self._counts_trials:
             self.clock.finished_trials = self.registry.count_finished_trials(self.identity.study)
         cfg = self.config.teachers

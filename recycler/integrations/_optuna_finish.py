@@ -58,7 +58,7 @@ def reporting(report: Callable[..., None], kd: Distiller, index: int) -> Callabl
 
     def report_and_checkpoint(value: Any, step: int, *args: Any, **kwargs: Any) -> None:
         report(value, step, *args, **kwargs)
-        kd.checkpoint(metric_of(value, index))
+        kd.report(metric_of(value, index))
 
     return report_and_checkpoint
 

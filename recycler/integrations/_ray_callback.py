@@ -223,7 +223,10 @@ class RegistryCallback(tune.Callback):
             step=step,
             epoch=clock.epoch if clock is not None else None,
             signature=meta.get("output_signature") or self.output_signature,
-            tags={"ray_iteration": str(metrics.get("training_iteration", ""))},
+            tags={
+                **(_str_tags(meta.get("tags")) if final else {}),
+                "ray_iteration": str(metrics.get("training_iteration", "")),
+            },
         )
 
     def _warn(self, message: str) -> None:
@@ -235,3 +238,10 @@ def _reached_plan(meta: dict[str, Any]) -> bool:
     clock = clock_of(meta)
     total = clock.total_steps if clock is not None else None
     return clock is not None and total is not None and clock.step >= total
+
+
+def _str_tags(raw: Any) -> dict[str, str]:
+    """The trial's tags from ``recycler.json`` (str to str only)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}

@@ -198,8 +198,8 @@ class RecycledObjective:
     def __call__(self, trial: optuna.Trial) -> Value:
         kd = self.distiller(trial)
         index = _objective_index(trial.study, self.objective_index)
-        if self.config.register.every is not None:  # intermediate teachers at trial.report
-            trial.report = reporting(trial.report, kd, index)  # type: ignore[method-assign]
+        # trial.report also feeds the Distiller: intermediate teachers, budget evidence
+        trial.report = reporting(trial.report, kd, index)  # type: ignore[method-assign]
         try:
             value = self.objective(trial, kd)
         except optuna.TrialPruned:

@@ -196,7 +196,20 @@ def kd_metrics(kd: Distiller) -> dict[str, float | int]:
         "kd_overhead": float(stats["overhead"]),
         "kd_teacher_forward_s": float(stats["teacher_forward_s"]),
         "kd_registry_errors": len(stats.get("registry_errors", ())),
+        **{f"kd_{k}": v for k, v in _plan_metrics(stats).items()},
     }
+
+
+def _plan_metrics(stats: Mapping[str, Any]) -> dict[str, float | int]:
+    """Planned and effective length, the budget's fraction and the init parent, as numbers."""
+    out: dict[str, float | int] = {
+        k: stats[k] for k in ("planned_steps", "effective_steps") if stats.get(k) is not None
+    }
+    if "budget" in stats:
+        out["budget"] = float(stats["budget"]["fraction"])
+    if stats.get("init_parent") is not None:
+        out["init_parent"] = int(stats["init_parent"])
+    return out
 
 
 def report(
@@ -219,6 +232,8 @@ def report(
     kd = kd if kd is not None else _current()
     out = dict(metrics)
     if kd is not None:
+        value = out.get(kd.metric_name) if kd.metric_name else None
+        kd.observe(float(value) if isinstance(value, (int, float)) else None)
         out.update(kd_metrics(kd))
         if out["kd_teachers_used"]:
             kd.write_lineage()
@@ -313,6 +328,7 @@ def _meta(kd: Distiller | None) -> dict[str, Any]:
         "mode": mode_of(kd.direction),
         "clock": clock_dict(kd.clock()),
         "distiller": kd.state_dict(),
+        "tags": kd.final_tags(),
         "output_signature": signature if isinstance(signature, str) else None,
     }
 

@@ -55,6 +55,8 @@ DEFAULTS: dict[str, Any] = {
         "seed": None,
     },
     "register": {"on": ["complete", "pruned"], "enabled": True, "every": None},
+    "budget": {"scale": 1.0, "min": 0.25, "max": 1.0, "margin": 0.1, "evidence": 5},
+    "init": {"from": "none", "shrink": 1.0, "perturb": 0.0},
 }
 
 
@@ -292,7 +294,7 @@ REJECTED: list[tuple[Any, str]] = [
     (
         {"regsitry": "x"},
         "regsitry: unknown option (did you mean 'registry'?); top-level options are registry, "
-        "blobs, study, distill, teachers, register",
+        "blobs, study, distill, teachers, register, budget, init",
     ),
     ({"teachers": {"colour": 1}}, "teachers.colour: unknown option; teachers options are pool,"),
     ({"register": {"enable": 1}}, "register.enable: unknown option (did you mean 'enabled'?)"),

@@ -76,7 +76,7 @@ def test_intermediate_checkpoints_then_finish(reg: Registry, tmp_path: Path) -> 
     for _ in range(6):
         for _ in range(2):
             kd.loss(net(x), y, x)
-        made.append(kd.checkpoint(metric=0.5))
+        made.append(kd.report(metric=0.5))
     assert [r is not None for r in made] == [False, True, False, True, False, False]
     outcome = kd.finish("complete", 0.8)
     assert outcome.info["registered"] and outcome.teacher_id is not None
@@ -91,7 +91,7 @@ def test_a_failed_trial_keeps_no_teacher(reg: Registry, tmp_path: Path) -> None:
     kd.plan(epochs=3, steps_per_epoch=1)
     x, y = batch()
     kd.loss(net(x), y, x)
-    rec = kd.checkpoint(metric=0.5)
+    rec = kd.report(metric=0.5)
     assert rec is not None
     outcome = kd.finish("fail", why="ValueError: boom")
     assert outcome.reason == "ValueError: boom" and not outcome.info["registered"]
