@@ -90,6 +90,8 @@ def eligible(
     quality_gate: bool = True,
     chance_metric: float | None = None,
     output_signature: str | None = None,
+    min_skill: float = 0.0,
+    min_gain: float = 0.0,
 ) -> Eligibility:
     """Split ``records`` into those that may teach and those that may not, with the reason.
 
@@ -97,7 +99,10 @@ def eligible(
     unless ``include_pruned`` (on by default: early-stopped teachers are often good ones);
     final checkpoints only unless ``include_intermediate``; with ``quality_gate`` (default) the
     metric must be finite and, when ``chance_metric`` is given, better than chance in the
-    record's direction (maximize: ``> chance``; minimize: ``< chance``). Order is preserved.
+    record's direction (maximize: ``> chance``; minimize: ``< chance``), and its gain over
+    chance at least ``min_gain`` and at least ``min_skill`` times the best candidate's gain: a
+    diverged trial that is better than chance by a hair (0.1015 on 10 classes) is no teacher.
+    Order is preserved.
 
     Example:
         >>> kept, dropped = eligible(records, chance_metric=0.1)  # doctest: +SKIP
@@ -105,6 +110,7 @@ def eligible(
         ...     log.warning("teacher %d left out: %s", rec.id, why)
     """
     result = Eligibility([], [])
+    passed: list[TeacherRecord] = []
     for rec in records:
         why = _rejection(
             rec,
@@ -115,10 +121,41 @@ def eligible(
             output_signature=output_signature,
         )
         if why is None:
-            result.kept.append(rec)
+            passed.append(rec)
         else:
             result.dropped.append((rec, why))
+    if not (quality_gate and chance_metric is not None and passed):
+        result.kept.extend(passed)
+        return result
+    best = max(_gain(r, chance_metric) for r in passed)
+    for rec in passed:
+        gain = _gain(rec, chance_metric)
+        if gain < min_gain:
+            result.dropped.append(
+                (
+                    rec,
+                    f"quality gate: metric {rec.metric_value!r} is within {min_gain:.3g} of "
+                    f"chance ({chance_metric!r}): a diverged or untrained model",
+                )
+            )
+        elif best > 0 and gain < min_skill * best:
+            result.dropped.append(
+                (
+                    rec,
+                    f"quality gate: metric {rec.metric_value!r} is {gain / best:.0%} of the "
+                    f"best teacher's gain over chance ({chance_metric!r}); teachers.min_skill "
+                    f"is {min_skill:.0%}",
+                )
+            )
+        else:
+            result.kept.append(rec)
     return result
+
+
+def _gain(rec: TeacherRecord, chance: float) -> float:
+    """How much better than chance a record's (finite) metric is, in its direction."""
+    value = float(rec.metric_value or 0.0)
+    return chance - value if rec.direction == Direction.MINIMIZE else value - chance
 
 
 # ---------------------------------------------------------------- pool policies

@@ -205,12 +205,15 @@ class PoolRefresher:
         if self._counts_trials:
             self.clock.finished_trials = self.registry.count_finished_trials(self.identity.study)
         cfg = self.config.teachers
+        chance, min_gain = self._chance()
         kept, dropped = eligible(
             records,
             include_pruned=cfg.include_pruned,
             include_intermediate=cfg.include_intermediate,
             quality_gate=cfg.quality_gate,
-            chance_metric=self._chance(),
+            chance_metric=chance,
+            min_skill=cfg.min_skill,
+            min_gain=min_gain,
         )
         for rec, why in dropped:
             log.info("teacher %s left out of the pool: %s", rec.id, why)
@@ -244,12 +247,18 @@ class PoolRefresher:
         device = student_logits.device if student_logits is not None else None
         return pool.to(device) if device is not None else pool
 
-    def _chance(self) -> float | None:
+    def _chance(self) -> tuple[float | None, float]:
+        """The metric at chance, and the least gain over it that is not a diverged model.
+
+        An accuracy on C classes: chance 1/C, and a teacher must be a tenth of the way from
+        chance to perfect (0.19 on 10 classes); a chance metric given in the config: any gain.
+        """
         cfg = self.config.teachers
         if cfg.chance_metric is not None or not cfg.quality_gate:
-            return cfg.chance_metric
+            return cfg.chance_metric, 0.0
         me = self.identity
         name = (me.metric_name or "").lower()
         if self.classes and "acc" in name and me.direction is Direction.MAXIMIZE:
-            return 1.0 / self.classes  # accuracy at chance level
-        return None
+            chance = 1.0 / self.classes
+            return chance, 0.1 * (1.0 - chance)
+        return None, 0.0

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ray import tune
-
+from .._imports import require
 from .._storage import Registry, StorageError, TeacherRecord
 from ..config import RecycleConfig
 from ..distiller import RUNNING, TrialIdentity, checkpoint_due, not_registered
@@ -22,6 +21,11 @@ from ._ray_common import (
     shareable,
     trial_number_of,
 )
+
+if TYPE_CHECKING:
+    from ray import tune
+else:
+    tune = require("ray.tune", "ray", feature="the Ray Tune integration")
 
 log = logging.getLogger(__name__)
 

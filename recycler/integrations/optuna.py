@@ -33,23 +33,21 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from torch import nn
 
+from .._imports import require
 from .._storage import Direction, Registry, StorageError, TeacherQuery, TeacherRecord
 from ..config import RecycleConfig
 from ..distiller import Distiller
-from ..errors import ConfigError, MissingExtraError
+from ..errors import ConfigError
 from ._optuna_finish import ATTR_KEY, Value, finish, reporting
 
-try:
+if TYPE_CHECKING:
     import optuna
-except ImportError as exc:  # pragma: no cover - optuna is one of recycler's dependencies
-    raise MissingExtraError(
-        "the Optuna integration needs optuna >= 4.0: pip install 'optuna>=4.0' "
-        "(or reinstall recycler, which depends on it)"
-    ) from exc
+else:
+    optuna = require("optuna", None, minimum="4.0", feature="the Optuna integration")
 
 __all__ = [
     "ATTR_KEY",

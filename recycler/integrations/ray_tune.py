@@ -34,21 +34,20 @@ import tempfile
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from .._imports import require
 from ..config import RecycleConfig
 from ..distiller import Distiller
-from ..errors import MissingExtraError, RecyclerError
+from ..errors import RecyclerError
 from ..teachers import BuildFn
 
-try:
+if TYPE_CHECKING:
     from ray import tune
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    raise MissingExtraError(
-        "the Ray Tune integration needs Ray Tune: pip install 'recycler[ray]'"
-    ) from exc
+else:
+    tune = require("ray.tune", "ray", feature="the Ray Tune integration")
 
 from ._ray_callback import RegistryCallback
 from ._ray_common import (

@@ -49,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
         "include_intermediate": False,
         "quality_gate": True,
         "chance_metric": None,
+        "min_skill": 0.5,
         "max_on_device": 5,
         "autocast": None,
         "fused": True,

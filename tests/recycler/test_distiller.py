@@ -319,3 +319,27 @@ def test_trial_count_schedule_waits_for_finished_trials(reg: Registry, tmp_path:
     reg.register(fill_one, study="s", trial_number=1, metric_value=0.7, output_signature=SIG)
     kd.loss(student(x), y, x)
     assert kd.stats()["steps_distilled"] == 1 and len(kd.teachers) == 2
+
+
+def test_a_diverged_teacher_never_joins_the_pool(reg: Registry, tmp_path: Path) -> None:
+    accuracies = {"diverged": 0.1015, "weak": 0.3, "good": 0.85, "best": 0.9}
+    ids = {}
+    for number, (name, acc) in enumerate(accuracies.items()):
+        rec = reg.register(make_net(seed=number).state_dict(), study="s", trial_number=number,
+                           metric_name="accuracy", metric_value=acc,
+                           output_signature=SIG)  # fmt: skip
+        ids[name] = rec.id
+    student = make_net(seed=7)
+    kd = Distiller(config(tmp_path), study="s", trial_number=9, registry=reg, model=student,
+                   metric_name="accuracy", background_refresh=False)  # fmt: skip
+    x, y = batch()
+    kd.loss(student(x), y, x)
+    # chance 0.1: the diverged one is within 0.09 of it; "weak" has 25% of the best's gain
+    assert sorted(r.id for r in kd.teachers) == sorted([ids["good"], ids["best"]])
+    alone = Registry(f"sqlite:///{tmp_path / 'alone.db'}", tmp_path / "alone")
+    alone.register(make_net().state_dict(), study="s", trial_number=0, metric_name="accuracy",
+                   metric_value=0.1015, output_signature=SIG)  # fmt: skip
+    lonely = Distiller(config(tmp_path), study="s", trial_number=9, registry=alone, model=student,
+                       metric_name="accuracy", background_refresh=False)  # fmt: skip
+    lonely.loss(student(x), y, x)
+    assert lonely.teachers == [] and lonely.stats()["steps_distilled"] == 0

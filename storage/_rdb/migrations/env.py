@@ -21,7 +21,6 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection
 
-VERSION_TABLE = "recycler_schema"
 _HOME = Path(__file__).resolve().parents[2]  # the storage package folder
 
 
@@ -66,17 +65,14 @@ def _by_hand() -> None:
     package = _home_package().__name__
     engine = importlib.import_module(f"{package}._rdb.engine")
     models = importlib.import_module(f"{package}._rdb.models")
+    schema = importlib.import_module(f"{package}._rdb.schema")
     url = context.config.get_main_option("sqlalchemy.url") or ""
     with engine.writing(engine.get_engine(url)) as conn:
-        _run(conn, models.Base.metadata, VERSION_TABLE)
+        _run(conn, models.Base.metadata, schema.VERSION_TABLE)
 
 
 attributes = context.config.attributes
 if attributes.get("connection") is not None:
-    _run(
-        attributes["connection"],
-        attributes.get("target_metadata"),
-        attributes.get("version_table", VERSION_TABLE),
-    )
+    _run(attributes["connection"], attributes["target_metadata"], attributes["version_table"])
 else:
     _by_hand()

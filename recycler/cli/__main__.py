@@ -1,0 +1,9 @@
+"""``python -m recycler.cli``: the ``recycler`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from . import main
+
+sys.exit(main())
