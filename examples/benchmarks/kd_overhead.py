@@ -12,8 +12,12 @@ group, taken cycle by cycle: a cycle runs one block of every mode in under half 
 ratio of two modes' block medians in one cycle is free of the machine's slower swings in speed
 (plain ran 4.0 and 5.3 ms a step within minutes here), and the median over cycles is reported.
 
-    python examples/benchmarks/kd_overhead.py            # about 5 minutes on 2 CPU cores
+    python examples/benchmarks/kd_overhead.py            # about 8 minutes on 2 CPU cores
     python examples/benchmarks/kd_overhead.py --quick    # a smoke run
+
+After the step table, whole trials (``_whole_trial.py``): complete 60-epoch trials of each
+mode interleaved with their plain twins, first pool query, teacher loading, cache misses,
+refreshes and registration included (``--whole-reps 0`` leaves them out).
 
 Modes:
   plain           student forward + cross-entropy + backward + SGD step
@@ -42,6 +46,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _whole_trial import TrialBench, measure_whole, report_whole
 
 from recycler.config import RecycleConfig
 from recycler.demo.task import ConvNet1D
@@ -72,6 +77,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128, help="batch size (128, as the papers)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier)")
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--whole-reps", type=int, default=None, help="whole-trial repetitions")
+    ap.add_argument("--whole-epochs", type=int, default=None, help="epochs of a whole trial")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rounds = args.rounds or (3 if args.quick else 12)
@@ -86,9 +93,24 @@ def main() -> None:
         print(
             f"all-5 fused ran as: {bench.fused_kind()} (the wide rewrite, or vmap if it fell back)"
         )
-    on = groups[0].on
-    print(f"{SCHEDULED}: {sum(on) / len(on):.3f} of the steps distilled")
-    report(groups, args)
+        on = groups[0].on
+        print(f"{SCHEDULED}: {sum(on) / len(on):.3f} of the steps distilled")
+        report(groups, args)
+        reps = args.whole_reps if args.whole_reps is not None else (1 if args.quick else 5)
+        epochs = args.whole_epochs or (3 if args.quick else 60)
+        if reps > 0:
+            trials = TrialBench(
+                Path(tmp),
+                bench.registry,
+                batch=args.batch,
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+            )
+            report_whole(
+                measure_whole(trials, repetitions=reps),
+                epochs=epochs,
+                steps_per_epoch=steps_per_epoch,
+            )
 
 
 Cycle = dict[str, float]  # one rotation: each mode's median step of its block
