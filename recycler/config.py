@@ -303,6 +303,7 @@ class RecycleConfig(_Section):
     registry: str = "sqlite:///recycler.db"  # the registry's database URL
     blobs: str = "./recycler-teachers"  # folder or fsspec URL (s3://bucket/prefix) of weights
     study: str | None = None  # registry study name; None = the framework's study name
+    summary: bool = True  # one INFO line per trial on the 'recycler' logger; False = quiet
     distill: DistillConfig = field(default_factory=DistillConfig)
     teachers: TeachersConfig = field(default_factory=TeachersConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
@@ -314,6 +315,7 @@ class RecycleConfig(_Section):
         "registry": text,
         "blobs": text,
         "study": optional(text),
+        "summary": a_bool,
         **{name: _section_coercer(section) for name, section in _SECTIONS.items()},
     }
 
@@ -360,6 +362,7 @@ class RecycleConfig(_Section):
             "registry": display_url(self.registry),
             "blobs": redact(self.blobs),
             "study": self.study,
+            "summary": self.summary,
             "distill": self.distill,
             "teachers": self.teachers,
             "register": self.register,

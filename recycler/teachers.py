@@ -69,6 +69,8 @@ class TeacherPool:
         self._records: list[TeacherRecord] = []
         self._on_device: OrderedDict[int, None] = OrderedDict()
         self._skipped: dict[int, str] = {}
+        #: ids of teachers registered without an output signature, not yet checked
+        self.unchecked: set[int] = set()
         self._fused: FusedEnsemble | None = None
         self._device = torch.device("cpu")
 
@@ -133,6 +135,8 @@ class TeacherPool:
                 )
             elif got is not None:
                 self._models[rec.id] = got
+                if not rec.output_signature:
+                    self.unchecked.add(rec.id)
             if rec.id in self._models:
                 keep.append(rec)
         wanted = {r.id for r in keep}
@@ -142,6 +146,27 @@ class TeacherPool:
         if [r.id for r in keep] != [r.id for r in self._records]:
             self._fused = None
         self._records = keep
+
+    def check_outputs(self, indices: Sequence[int], inputs: Inputs, like: torch.Tensor) -> bool:
+        """Check the unchecked teachers at ``indices`` against the student's logits ``like``.
+
+        A teacher registered without an output signature (e.g. by ``register_trial`` outside
+        a KD loop) is run once on the step's inputs; one whose logits differ from the
+        student's in rank or size of the last dimension leaves the pool. True if any left.
+        """
+        dropped = False
+        for i in indices:
+            tid = self._records[i].id
+            if tid not in self.unchecked:
+                continue
+            with torch.inference_mode(), self._autocast_ctx():
+                out = call_model(self._model_on_device(tid), inputs)
+            self.unchecked.discard(tid)
+            if out.dim() != like.dim() or out.shape[-1] != like.shape[-1]:
+                shape, want = tuple(out.shape), tuple(like.shape)
+                self.drop(tid, f"its logits have shape {shape}, the student's {want}")
+                dropped = True
+        return dropped
 
     def drop(self, teacher_id: int, reason: str) -> None:
         """Take a teacher out of the pool for the rest of the trial, with one warning."""

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._storage import Direction, Registry, StorageError, TeacherRecord
+from .._storage import Direction, Registry, TeacherRecord
 from ..config import RecycleConfig
+from ..errors import ConfigError
 from ..losses import combine
 from ..sampling import StepSampler
 from ..schedule import ALWAYS
@@ -23,11 +24,11 @@ from . import _lifecycle as lifecycle
 from ._accounting import Accounting
 from ._clock import TrialClock
 from ._identity import IdentityView, TrialIdentity
+from ._notices import Notices, never_fires, why_off
 from ._plan import TrialPlan
 from ._refresh import PoolRefresher
+from ._resume import STATE_VERSION, check_state, rng_json, rng_tuple
 from ._step import KDStep
-
-_STATE_VERSION = 1
 
 
 class Distiller(IdentityView):
@@ -107,9 +108,8 @@ class Distiller(IdentityView):
             self._refresher,
             self.accounting,
         )
-        self._registered: TeacherRecord | None = None
-        self._intermediate: list[int] = []  # teacher ids of this trial's intermediate checkpoints
-        self._last_checkpoint = 0
+        self._notices = Notices(self.identity.study, trial_number)
+        self._registrations = lifecycle.Registrations(self.registry, self.identity, self.accounting)
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -141,7 +141,15 @@ class Distiller(IdentityView):
         self._plan.apply(epochs, steps_per_epoch, steps, self.model)
         self._refresher.replanned()
         self._warmup_steps = None
+        self._check_schedule()
         return self
+
+    def _check_schedule(self) -> None:
+        """Say once when the schedule never distils within this plan."""
+        if not self._counts_trials and self.config.distill.weight > 0:
+            problem = never_fires(self._schedule, self.clock())
+            if problem is not None:
+                self._notices.say("schedule", problem)
 
     @property
     def epochs(self) -> int | None:
@@ -216,7 +224,10 @@ class Distiller(IdentityView):
         self.accounting.tick()
         task = task_loss if task_loss is not None else _task_loss(student_logits, target)
         try:
-            if inputs is None or not self._distils_now(student_logits):
+            if inputs is None:
+                self._no_inputs()
+                return task
+            if not self._distils_now(student_logits):
                 return task
             pool = self._refresher.pool
             assert pool is not None
@@ -225,19 +236,37 @@ class Distiller(IdentityView):
         finally:
             self.clock_state.step += 1
 
+    def _no_inputs(self) -> None:
+        if self.config.distill.weight > 0:
+            self._notices.say(
+                "no_inputs",
+                "kd.loss() got no inputs, so no teacher can run and this trial trains without "
+                "KD: pass what the student got, kd.loss(logits, y, x)",
+            )
+
+    def _active(self) -> bool:
+        try:
+            return self._schedule.active(self.clock())
+        except ConfigError:
+            raise ConfigError(
+                f"distill.schedule {str(self._schedule)!r} counts in fractions of the trial "
+                "('dur'), but the trial has no planned length: call "
+                "kd.plan(epochs=..., steps_per_epoch=...) or kd.plan(steps=...) before training"
+            ) from None
+
     def _distils_now(self, student_logits: torch.Tensor) -> bool:
         if self.config.distill.weight == 0:
             return False
         self._refresher.apply_finished()
         # the schedule first: steps it leaves out touch neither teachers nor the registry
         # ('tr' schedules need the registry's trial count, so they refresh regardless)
-        if not (self._always or self._counts_trials or self._schedule.active(self.clock())):
+        if not (self._always or self._counts_trials or self._active()):
             return False
         self._refresher.maybe_refresh(student_logits)
         pool = self._refresher.pool
         if pool is None or len(pool) < self.config.teachers.min_pool:  # min_pool >= 1
             return False
-        return not self._counts_trials or self._schedule.active(self.clock())
+        return not self._counts_trials or self._active()
 
     def _weight(self) -> float:
         weight = self.config.distill.weight
@@ -295,27 +324,18 @@ class Distiller(IdentityView):
         if final:
             self.close()
             tags = {**self.final_tags(), **(tags or {})}
-        try:
-            rec = lifecycle.register_teacher(
-                self.registry,
-                self.identity,
-                model.state_dict(),
-                metric=metric,
-                state=state,
-                final=final,
-                step=self.step if step is None else step,
-                epoch=self.epoch,
-                signature=self.signature,
-                tags=tags,
-            )
-        except (StorageError, OSError) as exc:
-            self.accounting.note_error(f"registering the model failed: {_describe(exc)}")
-            return None
-        if final:
-            self._registered = rec
-        else:
-            self._intermediate.append(rec.id)
-        self.write_lineage()
+        rec = self._registrations.register(
+            model.state_dict(),
+            metric=metric,
+            state=state,
+            final=final,
+            step=self.step if step is None else step,
+            epoch=self.epoch,
+            signature=self.signature,
+            tags=tags,
+        )
+        if rec is not None:
+            self.write_lineage()
         return rec
 
     def observe(self, metric: float | None) -> None:
@@ -329,21 +349,16 @@ class Distiller(IdentityView):
     def report(
         self, metric: float | None = None, model: nn.Module | None = None
     ) -> TeacherRecord | None:
-        """A metric reported at the current step; registers an intermediate checkpoint when
-        ``register.every`` says one is due (returned; else None).
+        """A metric at the current step (adapters: at each report; own loops: each evaluation).
 
-        Adapters call this at each report (Optuna's ``trial.report``, Ray's ``report``); own
-        loops call it after each evaluation. The history tells later trials' ``budget: auto``
-        when this trial reached its best teacher.
+        Registers an intermediate teacher when ``register.every`` is due (returned, else None);
+        the history tells later trials' ``budget: auto`` when this one reached its best teacher.
         """
         self.observe(metric)
         every = self.config.register.every
-        if not lifecycle.checkpoint_due(every, self.clock(), self._last_checkpoint):
+        if not lifecycle.checkpoint_due(every, self.clock(), self._registrations.last_checkpoint):
             return None
-        rec = self.register(model, metric, state=lifecycle.RUNNING, final=False)
-        if rec is not None:
-            self._last_checkpoint = self.step
-        return rec
+        return self.register(model, metric, state=lifecycle.RUNNING, final=False)
 
     def finish(
         self,
@@ -378,36 +393,44 @@ class Distiller(IdentityView):
         else:
             self.write_lineage()
         if state == "fail":
-            self._discard_intermediate()
+            self._registrations.discard_intermediate()
         info: dict[str, Any] = {"study": self.study, "state": state, **self.stats()}
         info["kd"] = info["steps_distilled"] > 0
         info["registered"] = record is not None
         if reason is not None:
             info["not_registered"] = reason
+        if self.config.summary:
+            info["summary"] = self._notices.log_summary(info, self._why_off())
         return lifecycle.TrialOutcome(state, info, record, reason)
 
-    def _discard_intermediate(self) -> None:
-        for teacher_id in self._intermediate:
-            try:
-                self.registry.delete(teacher_id)
-            except StorageError as exc:
-                self.accounting.note_error(f"deleting intermediate teacher failed: {exc}")
-        self._intermediate.clear()
+    def summary(self) -> str:
+        """This trial's recycling in one line (what :meth:`finish` logs)."""
+        return self._notices.summary(self.stats(), self._why_off())
+
+    def log_summary(self) -> str:
+        """Log :meth:`summary` on the ``recycler`` logger (INFO) and return it."""
+        return self._notices.log_summary(self.stats(), self._why_off())
+
+    def notice(self, key: str, message: str) -> None:
+        """Warn once per trial under ``key`` (adapters: what the user must change)."""
+        self._notices.say(key, message)
+
+    def _why_off(self) -> str | None:
+        """Why no step distilled (None when some did)."""
+        if self.accounting.distilled:
+            return None
+        return why_off(
+            weight=self.config.distill.weight,
+            said=self._notices.said,
+            errors=self.accounting.errors,
+            pool=self._refresher.pool,
+            steps=self.step,
+            studies=self._refresher.studies(),
+        )
 
     def write_lineage(self) -> None:
         """Record which teachers this trial learned from (idempotent)."""
-        try:
-            for tid, steps in self.accounting.used.items():
-                self.registry.add_lineage(
-                    self.study,
-                    self.trial_number,
-                    tid,
-                    steps_distilled=steps,
-                    weight=self.config.distill.weight,
-                    overhead=self.overhead,
-                )
-        except StorageError as exc:
-            self.accounting.note_error(f"writing lineage failed: {exc}")
+        self._registrations.write_lineage(self.config.distill.weight)
 
     @property
     def overhead(self) -> float:
@@ -425,10 +448,7 @@ class Distiller(IdentityView):
         cache = self._kd.cache
         if cache is not None:
             out["cache"] = {"hits": cache.hits, "misses": cache.misses}
-        if self._registered is not None:
-            out["teacher_id"] = self._registered.id
-        if self._intermediate:
-            out["intermediate_teachers"] = list(self._intermediate)
+        out.update(self._registrations.stats())
         if "registry_errors" in out:  # after the rest, as before
             out["registry_errors"] = out.pop("registry_errors")
         return out
@@ -446,29 +466,24 @@ class Distiller(IdentityView):
             >>> twin.load_state_dict(saved)  # doctest: +SKIP
         """
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "clock": self.clock_state.state_dict(),
             "accounting": self.accounting.state_dict(),
-            "sampler": _rng_json(self._kd.sampler.state()),
-            "policy_rng": _rng_json(self._rng.getstate()),
-            "intermediate": list(self._intermediate),
-            "last_checkpoint": self._last_checkpoint,
+            "sampler": rng_json(self._kd.sampler.state()),
+            "policy_rng": rng_json(self._rng.getstate()),
+            **self._registrations.state_dict(),
             "signature": self.signature,
             "plan": self._plan.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume from :meth:`state_dict`; a state of another version is refused."""
-        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"not a Distiller state of version {_STATE_VERSION}: pass what state_dict() gave"
-            )
+        check_state(state)
         self.clock_state.load_state_dict(state["clock"])
         self.accounting.load_state_dict(state["accounting"])
-        self._kd.sampler.set_state(_rng_tuple(state["sampler"]))
-        self._rng.setstate(_rng_tuple(state["policy_rng"]))
-        self._intermediate = [int(t) for t in state.get("intermediate", [])]
-        self._last_checkpoint = int(state.get("last_checkpoint", 0))
+        self._kd.sampler.set_state(rng_tuple(state["sampler"]))
+        self._rng.setstate(rng_tuple(state["policy_rng"]))
+        self._registrations.load_state_dict(state)
         if isinstance(state.get("plan"), Mapping):
             self._plan.load_state_dict(dict(state["plan"]))
         if self._refresher.signature is None and isinstance(state.get("signature"), str):
@@ -483,16 +498,3 @@ def _task_loss(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tenso
     if logits.dim() == 2:  # no reshape: one autograd node fewer per step
         return F.cross_entropy(logits, target)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
-
-
-def _rng_json(state: tuple[Any, ...]) -> list[Any]:
-    """A ``random.Random`` state as JSON lists."""
-    return [list(s) if isinstance(s, tuple) else s for s in state]
-
-
-def _rng_tuple(state: list[Any]) -> tuple[Any, ...]:
-    return tuple(tuple(s) if isinstance(s, list) else s for s in state)

@@ -21,9 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .._storage import Registry, TeacherRecord
+from .._storage import Registry, StorageError, TeacherRecord
 from ..config import RecycleConfig
 from ..time import Clock, Time
+from ._accounting import Accounting
 from ._identity import TrialIdentity
 
 #: How a trial ended.
@@ -150,3 +151,104 @@ class TrialOutcome:
     def teacher_id(self) -> int | None:
         """The id of the teacher the trial became, or None."""
         return self.record.id if self.record is not None else None
+
+
+class Registrations:
+    """What one trial registered: its final teacher, its intermediate ones, its lineage.
+
+    Every write goes through here; a registry failure is recorded in the accounting and
+    warned about once, never raised.
+
+    Example:
+        >>> regs = Registrations(registry, identity, accounting)  # doctest: +SKIP
+        >>> regs.register(net.state_dict(), metric=0.9, state="complete", final=True,
+        ...               step=600, epoch=60, signature="logits/2d/10")  # doctest: +SKIP
+    """
+
+    def __init__(self, registry: Registry, identity: TrialIdentity, accounting: Accounting):
+        self.registry = registry
+        self.identity = identity
+        self.accounting = accounting
+        self.final: TeacherRecord | None = None
+        self.intermediate: list[int] = []  # teacher ids of intermediate checkpoints
+        self.last_checkpoint = 0
+
+    def register(
+        self,
+        state_dict: Mapping[str, Any],
+        *,
+        metric: float | None,
+        state: str,
+        final: bool,
+        step: int,
+        epoch: int | None,
+        signature: str | None,
+        tags: Mapping[str, str] | None = None,
+    ) -> TeacherRecord | None:
+        """Store the weights as a teacher; None (recorded) if the registry failed."""
+        try:
+            rec = register_teacher(
+                self.registry,
+                self.identity,
+                state_dict,
+                metric=metric,
+                state=state,
+                final=final,
+                step=step,
+                epoch=epoch,
+                signature=signature,
+                tags=tags,
+            )
+        except (StorageError, OSError) as exc:
+            detail = str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: {exc}"
+            self.accounting.note_error(f"registering the model failed: {detail}")
+            return None
+        if final:
+            self.final = rec
+        else:
+            self.intermediate.append(rec.id)
+            self.last_checkpoint = step
+        return rec
+
+    def discard_intermediate(self) -> None:
+        """A failed trial keeps no teacher: delete its intermediate ones."""
+        for teacher_id in self.intermediate:
+            try:
+                self.registry.delete(teacher_id)
+            except StorageError as exc:
+                self.accounting.note_error(f"deleting intermediate teacher failed: {exc}")
+        self.intermediate.clear()
+
+    def write_lineage(self, weight: float) -> None:
+        """Record which teachers the trial learned from, and how much (idempotent)."""
+        me = self.identity
+        try:
+            for tid, steps in self.accounting.used.items():
+                self.registry.add_lineage(
+                    me.study,
+                    me.number,
+                    tid,
+                    steps_distilled=steps,
+                    weight=weight,
+                    overhead=self.accounting.overhead,
+                )
+        except StorageError as exc:
+            self.accounting.note_error(f"writing lineage failed: {exc}")
+
+    def stats(self) -> dict[str, Any]:
+        """The teacher ids for the accounting."""
+        out: dict[str, Any] = {}
+        if self.final is not None:
+            out["teacher_id"] = self.final.id
+        if self.intermediate:
+            out["intermediate_teachers"] = list(self.intermediate)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The intermediate teachers and the last checkpoint's step."""
+        return {"intermediate": list(self.intermediate), "last_checkpoint": self.last_checkpoint}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Back to :meth:`state_dict`."""
+        self.intermediate = [int(t) for t in state.get("intermediate", [])]
+        self.last_checkpoint = int(state.get("last_checkpoint", 0))

@@ -175,12 +175,13 @@ class PoolRefresher:
         chosen, prepared = pending.result()
         self.pool.set_pool(chosen, prepared)
 
-    def _studies(self) -> tuple[str, ...]:
+    def studies(self) -> tuple[str, ...]:
+        """The studies whose teachers may join the pool (the trial's own first)."""
         return tuple(dict.fromkeys((self.identity.study, *self.config.teachers.studies)))
 
     def _unchanged(self) -> bool:
         """Whether the registry's READY teachers of the pool's studies are as last selected."""
-        stamp = self.registry.stamp(self._studies())
+        stamp = self.registry.stamp(self.studies())
         if stamp == self._stamp:
             return True
         self._stamp = stamp
@@ -222,14 +223,17 @@ class PoolRefresher:
     def _candidates(self) -> list[TeacherRecord]:
         found: list[TeacherRecord] = []
         me = self.identity
-        for study in self._studies():
-            found += self.registry.query(
-                TeacherQuery(
-                    study=study,
-                    output_signature=self.signature,
-                    exclude_trials=(me.number,) if study == me.study else (),
+        # teachers registered without a signature (outside a KD loop) are checked when first run
+        signatures = (self.signature, "") if self.signature else (None,)
+        for study in self.studies():
+            for signature in signatures:
+                found += self.registry.query(
+                    TeacherQuery(
+                        study=study,
+                        output_signature=signature,
+                        exclude_trials=(me.number,) if study == me.study else (),
+                    )
                 )
-            )
         return found
 
     def _new_pool(self, student_logits: torch.Tensor | None) -> TeacherPool:

@@ -48,6 +48,8 @@ class KDStep:
         sample_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         indices = self.sampler.sample(len(pool))
+        if pool.unchecked and pool.check_outputs(indices, inputs, student_logits):
+            return None  # a teacher without a recorded signature did not fit: it left the pool
         teacher, prepared, finite = self._teacher_logits(
             pool, indices, inputs, student_logits, sample_ids
         )

@@ -237,6 +237,12 @@ def report(
         if out["kd_teachers_used"]:
             kd.write_lineage()
     if model is None:
+        if kd is not None and checkpoint is None and kd.config.register.enabled:
+            kd.notice(
+                "report_without_model",
+                "report() got no model=, so this trial's model will not become a teacher: "
+                "pass report(metrics, model=net) (or register.enabled: false to silence this)",
+            )
         tune.report(out, checkpoint=checkpoint)
         return
     meta = _meta(kd)
@@ -337,6 +343,8 @@ def _finish(kd: Distiller) -> None:
     global _active
     try:
         kd.write_lineage()
+        if kd.config.summary:
+            kd.log_summary()
     finally:
         close = getattr(kd, "close", None)
         if callable(close):

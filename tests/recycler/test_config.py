@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "registry": "sqlite:///recycler.db",
     "blobs": "./recycler-teachers",
     "study": None,
+    "summary": True,
     "distill": {
         "loss": "mse",
         "loss_options": {},
@@ -295,7 +296,7 @@ REJECTED: list[tuple[Any, str]] = [
     (
         {"regsitry": "x"},
         "regsitry: unknown option (did you mean 'registry'?); top-level options are registry, "
-        "blobs, study, distill, teachers, register, budget, init",
+        "blobs, study, summary, distill, teachers, register, budget, init",
     ),
     ({"teachers": {"colour": 1}}, "teachers.colour: unknown option; teachers options are pool,"),
     ({"register": {"enable": 1}}, "register.enable: unknown option (did you mean 'enabled'?)"),
