@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import textwrap
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -123,15 +124,13 @@ class TeacherPool:
         loaded = dict(prepared or {})
         loaded.update(self.prepare([r for r in records if r.id not in loaded]))
         keep: list[TeacherRecord] = []
+        skipped: list[str] = []
         for rec in records:
             got = loaded.get(rec.id)
             if isinstance(got, str):
                 self._skipped[rec.id] = got
-                warnings.warn(
-                    f"recycler: teacher {rec.id} (study {rec.study!r} trial {rec.trial_number}) "
-                    f"skipped: {got}",
-                    RuntimeWarning,
-                    stacklevel=3,
+                skipped.append(
+                    f"teacher {rec.id} (study {rec.study!r} trial {rec.trial_number}): {got}"
                 )
             elif got is not None:
                 self._models[rec.id] = got
@@ -146,6 +145,12 @@ class TeacherPool:
         if [r.id for r in keep] != [r.id for r in self._records]:
             self._fused = None
         self._records = keep
+        if skipped:  # one warning per refresh, however many teachers
+            warnings.warn(
+                f"recycler: {len(skipped)} teacher(s) skipped: " + "; ".join(skipped),
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def check_outputs(self, indices: Sequence[int], inputs: Inputs, like: torch.Tensor) -> bool:
         """Check the unchecked teachers at ``indices`` against the student's logits ``like``.
@@ -185,12 +190,24 @@ class TeacherPool:
     def _load(self, rec: TeacherRecord) -> nn.Module | str:
         try:
             ckpt = self._registry.load(rec)
+        except (StorageError, OSError, ValueError) as exc:
+            return f"its checkpoint did not load: {_brief(exc)}"
+        try:
             model = self._build(rec.params) if self._build else copy.deepcopy(self._blueprint)
-            assert model is not None
+        except Exception as exc:  # the user's build(params): any failure skips the teacher
+            return f"build(params) raised {_brief(exc)} (params: {_brief_params(rec.params)})"
+        if not isinstance(model, nn.Module):
+            return f"build(params) returned {type(model).__name__}, not a torch.nn.Module"
+        try:
             model.load_state_dict(dict(ckpt.tensors), strict=True)
-        except (StorageError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-            detail = " ".join(str(exc).split())
-            return f"{type(exc).__name__}: {detail[:300]}"
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            hint = (
+                ""
+                if self._build
+                else "; its architecture differs from the student's: pass "
+                "build=lambda params: Model(**params) to build teachers from their params"
+            )
+            return f"its weights do not fit the model ({_brief(exc)}){hint}"
         model.eval()
         model.requires_grad_(False)
         return model.to("cpu")
@@ -262,3 +279,13 @@ class TeacherPool:
 
     def __iter__(self) -> Iterator[TeacherRecord]:
         return iter(self._records)
+
+
+def _brief(exc: BaseException, limit: int = 240) -> str:
+    """An exception as one line, shortened at a word boundary."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return textwrap.shorten(text, width=limit, placeholder=" ...")
+
+
+def _brief_params(params: Mapping[str, Any]) -> str:
+    return textwrap.shorten(repr(dict(params)), width=120, placeholder=" ...}")

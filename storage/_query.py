@@ -42,7 +42,7 @@ class TeacherQuery:
     final: bool | None = None
     min_metric: float | None = None
     max_metric: float | None = None
-    output_signature: str | None = None
+    output_signature: str | Sequence[str] | None = None  # one, or any of several
     tags: Mapping[str, str] = field(default_factory=dict)
     exclude_trials: Sequence[int] = ()
     trial_below: int | None = None
@@ -82,8 +82,10 @@ def build_select(q: TeacherQuery, dialect: str) -> Select[Any]:
         stmt = stmt.where(t.metric_value >= q.min_metric)
     if q.max_metric is not None:
         stmt = stmt.where(t.metric_value <= q.max_metric)
-    if q.output_signature is not None:
+    if isinstance(q.output_signature, str):
         stmt = stmt.where(t.output_signature == q.output_signature)
+    elif q.output_signature is not None:
+        stmt = stmt.where(t.output_signature.in_(list(q.output_signature)))
     for key, value in q.tags.items():
         stmt = stmt.where(_has_tag(key, value, dialect))
     if q.exclude_trials:

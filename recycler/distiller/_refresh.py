@@ -224,16 +224,15 @@ class PoolRefresher:
         found: list[TeacherRecord] = []
         me = self.identity
         # teachers registered without a signature (outside a KD loop) are checked when first run
-        signatures = (self.signature, "") if self.signature else (None,)
+        signatures = (self.signature, "") if self.signature else None
         for study in self.studies():
-            for signature in signatures:
-                found += self.registry.query(
-                    TeacherQuery(
-                        study=study,
-                        output_signature=signature,
-                        exclude_trials=(me.number,) if study == me.study else (),
-                    )
+            found += self.registry.query(
+                TeacherQuery(
+                    study=study,
+                    output_signature=signatures,
+                    exclude_trials=(me.number,) if study == me.study else (),
                 )
+            )
         return found
 
     def _new_pool(self, student_logits: torch.Tensor | None) -> TeacherPool:

@@ -145,7 +145,9 @@ def test_corrupt_and_incompatible_teachers_are_skipped(reg: Registry, tmp_path: 
     messages = " ".join(str(w.message) for w in caught)
     assert f"teacher {corrupt}" in messages and "checksum" in messages
     assert f"teacher {wide.id}" in messages and "size mismatch" in messages
-    assert len(caught) == 2  # one warning each, not one per step
+    assert "pass build=lambda params: Model(**params)" in messages  # the fix for another width
+    assert len(caught) == 1  # one warning for the refresh, not one per teacher or step
+    assert str(caught[0].message).startswith("recycler: 2 teacher(s) skipped: ")
     assert [r.id for r in kd.teachers] == [good]
     assert kd.stats()["steps_distilled"] == 3
     assert reg.get(corrupt).status is Status.QUARANTINED
@@ -343,3 +345,22 @@ def test_a_diverged_teacher_never_joins_the_pool(reg: Registry, tmp_path: Path) 
                        metric_name="accuracy", background_refresh=False)  # fmt: skip
     lonely.loss(student(x), y, x)
     assert lonely.teachers == [] and lonely.stats()["steps_distilled"] == 0
+
+
+def test_a_build_that_raises_skips_its_teachers_once(reg: Registry, tmp_path: Path) -> None:
+    fill(reg, 2)
+    student = make_net(seed=7)
+
+    def build(params: dict[str, object]) -> nn.Module:
+        return make_net(width=int(params["widht"]))  # type: ignore[call-overload]  # a typo
+
+    kd = Distiller(config(tmp_path), study="s", trial_number=9, registry=reg, model=student,
+                   build=build)  # fmt: skip
+    x, y = batch()
+    with pytest.warns(RuntimeWarning) as caught:
+        for _ in range(3):
+            kd.loss(student(x), y, x)
+    assert len(caught) == 1
+    text = str(caught[0].message)
+    assert text.count("build(params) raised KeyError: 'widht'") == 2 and "(params: {" in text
+    assert kd.teachers == [] and kd.stats()["steps_distilled"] == 0
