@@ -42,7 +42,7 @@ from ._config_checks import (
     time_span,
 )
 from ._names import LOSSES, POLICIES
-from ._storage import display_url, redact
+from ._storage import StorageError, display_url, redact, sqlite_file
 from .errors import ConfigError
 from .schedule import ALWAYS, Schedule
 from .time import Time, TimeUnit
@@ -370,3 +370,30 @@ class RecycleConfig(_Section):
             "init": self.init,
         }
         return "RecycleConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+
+def check_locations(config: RecycleConfig) -> None:
+    """Fail now, with a :class:`ConfigError`, on a registry location that can never work.
+
+    Configuration errors (checked here, before any trial runs): a malformed or unsupported
+    database URL, a SQLite file in a folder that does not exist. Outages (met while trials
+    run, recorded, training goes on): a server that does not answer, a lock, a full disk.
+
+    Example:
+        >>> check_locations(RecycleConfig(registry="sqlite://bad.db"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        recycler.errors.ConfigError: registry: registry URL 'sqlite://bad.db' puts 'bad.db' ...
+    """
+    try:
+        path = sqlite_file(config.registry)
+    except StorageError as exc:
+        raise ConfigError(f"registry: {exc}") from None
+    if path is None:
+        return
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        raise ConfigError(
+            f"registry: the SQLite file's folder {str(folder)!r} does not exist: create it, or "
+            "point registry at an existing folder (e.g. sqlite:///recycler.db)"
+        )

@@ -136,6 +136,12 @@ def parse_db_url(url: str) -> URL:
             f"registry URL {display_url(url)!r} names backend {backend!r}; recycler supports "
             "sqlite and postgresql (postgresql+psycopg://...)"
         )
+    if backend == "sqlite" and parsed.host:
+        raise ConfigurationError(
+            f"registry URL {display_url(url)!r} puts {parsed.host!r} where SQLite has no host: "
+            f"a SQLite file takes three slashes (sqlite:///{parsed.host}), or four for an "
+            "absolute path (sqlite:////abs/path.db)"
+        )
     query = dict(parsed.query)
     pw = next((query.pop(k) for k in list(query) if k.lower() in _PASSWORD_KEYS), None)
     if pw is not None:

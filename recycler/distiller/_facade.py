@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._storage import Direction, Registry, TeacherRecord
-from ..config import RecycleConfig
+from ..config import RecycleConfig, check_locations
 from ..errors import ConfigError
 from ..losses import combine
 from ..sampling import StepSampler
@@ -24,7 +24,7 @@ from . import _lifecycle as lifecycle
 from ._accounting import Accounting
 from ._clock import TrialClock
 from ._identity import IdentityView, TrialIdentity
-from ._notices import Notices, never_fires, why_off
+from ._notices import NO_INPUTS, Notices, never_fires, why_off
 from ._plan import TrialPlan
 from ._refresh import PoolRefresher
 from ._resume import STATE_VERSION, check_state, rng_json, rng_tuple
@@ -75,6 +75,8 @@ class Distiller(IdentityView):
             direction=Direction(direction),
             metric_name=metric_name,
         )
+        if registry is None:
+            check_locations(self.config)
         self.registry = registry or Registry(self.config.registry, self.config.blobs)
         seed = self.config.teachers.seed
         if seed is None:
@@ -238,11 +240,7 @@ class Distiller(IdentityView):
 
     def _no_inputs(self) -> None:
         if self.config.distill.weight > 0:
-            self._notices.say(
-                "no_inputs",
-                "kd.loss() got no inputs, so no teacher can run and this trial trains without "
-                "KD: pass what the student got, kd.loss(logits, y, x)",
-            )
+            self._notices.say("no_inputs", NO_INPUTS)
 
     def _active(self) -> bool:
         try:

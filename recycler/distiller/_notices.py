@@ -23,6 +23,10 @@ from ..teachers import TeacherPool
 from ..time import Clock
 
 log = logging.getLogger("recycler")
+NO_INPUTS = (
+    "kd.loss() got no inputs, so no teacher can run and this trial trains without KD: pass "
+    "what the student got, kd.loss(logits, y, x)"
+)
 _handler: logging.Handler | None = None
 
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from .._imports import require
 from .._storage import Direction, Registry, StorageError, TeacherQuery, TeacherRecord
-from ..config import RecycleConfig
+from ..config import RecycleConfig, check_locations
 from ..distiller import Distiller
 from ..errors import ConfigError
 from ._optuna_finish import ATTR_KEY, Value, finish, reporting
@@ -264,6 +264,8 @@ def recycle(
     """
 
     cfg = RecycleConfig.coerce(config)  # a bad option fails here, not in the first trial
+    if registry is None:
+        check_locations(cfg)  # and so does a registry location that can never work
 
     def wrap(func: RecycledFn) -> RecycledObjective:
         return RecycledObjective(

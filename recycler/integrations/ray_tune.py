@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from .._imports import require
-from ..config import RecycleConfig
+from ..config import RecycleConfig, check_locations
 from ..distiller import Distiller
 from ..errors import RecyclerError
 from ..teachers import BuildFn
@@ -109,7 +109,9 @@ def recycled(
         'train'
         >>> tune.Tuner(trainable, param_space={"lr": tune.uniform(0.01, 0.1)})  # doctest: +SKIP
     """
-    cfg = shareable(RecycleConfig.coerce(config)).to_dict()
+    checked = RecycleConfig.coerce(config)
+    check_locations(checked)  # a location that can never work fails here, on the driver
+    cfg = shareable(checked).to_dict()
     direction_of(mode)  # fail on the driver, not in every trial
 
     def trainable(trial_config: dict[str, Any], **parameters: Any) -> None:

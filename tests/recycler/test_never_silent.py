@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -139,3 +140,23 @@ def test_an_unsigned_teacher_of_another_shape_leaves_the_pool(
                       r"student's \(16, 10\)"):  # fmt: skip
         kd.loss(student(x), y, x)
     assert kd.teachers == [] and kd.stats()["steps_distilled"] == 0
+
+
+@pytest.mark.parametrize(
+    ("registry", "message"),
+    [
+        ("sqlite://bad.db", "registry: registry URL 'sqlite://bad.db' puts 'bad.db' where SQLite"),
+        ("sqlite:////no/such/folder/r.db", "the SQLite file's folder '/no/such/folder' does not"),
+        ("mysql://u@h/db", "names backend 'mysql'; recycler supports sqlite and postgresql"),
+    ],
+)
+def test_a_registry_that_can_never_work_fails_at_the_decorator(registry: str, message: str) -> None:
+    from recycler.integrations.ray_tune import recycled
+
+    cfg = {"registry": registry}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        recycle(config=cfg)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        recycled(lambda config, kd: None, cfg)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Distiller(RecycleConfig.from_dict(cfg), study="s", trial_number=0)
