@@ -65,6 +65,7 @@ class PoolRefresher:
         self.build: BuildFn | None = None
         self.pool: TeacherPool | None = None
         self.classes: int | None = None
+        self.rank: int | None = None  # of the student's logits: 2 for classes, 3 for tokens
         self._background = background
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future[Prepared] | None = None
@@ -142,6 +143,7 @@ class PoolRefresher:
         self._last_epoch = self.clock.epoch
         if student_logits is not None:
             self.classes = int(student_logits.shape[-1])
+            self.rank = student_logits.dim()
             if self.signature is None:
                 self.signature = output_signature(student_logits)
 
@@ -182,8 +184,8 @@ class PoolRefresher:
     def _unchanged(self) -> bool:
         """Whether the registry's READY teachers of the pool's studies are as last selected."""
         stamp = self.registry.stamp(self.studies())
-        if stamp == self._stamp:
-            return True
+        if stamp == self._stamp and not (self.pool is not None and self.pool.retry):
+            return True  # (teachers left out while the registry was busy: select again)
         self._stamp = stamp
         return False
 
@@ -253,15 +255,17 @@ class PoolRefresher:
     def _chance(self) -> tuple[float | None, float]:
         """The metric at chance, and the least gain over it that is not a diverged model.
 
-        An accuracy on C classes: chance 1/C, and a teacher must be a tenth of the way from
-        chance to perfect (0.19 on 10 classes); a chance metric given in the config: any gain.
+        An accuracy on C classes (class logits): chance 1/C, and a teacher must be a tenth of
+        the way from chance to perfect (0.19 on 10 classes); a chance metric given in the
+        config: any gain; token logits (MLM accuracy): not inferred.
         """
         cfg = self.config.teachers
         if cfg.chance_metric is not None or not cfg.quality_gate:
             return cfg.chance_metric, 0.0
         me = self.identity
         name = (me.metric_name or "").lower()
-        if self.classes and "acc" in name and me.direction is Direction.MAXIMIZE:
-            chance = 1.0 / self.classes
+        classes = self.classes if self.rank == 2 else None  # token accuracy: no such chance
+        if classes and "acc" in name and me.direction is Direction.MAXIMIZE:
+            chance = 1.0 / classes
             return chance, 0.1 * (1.0 - chance)
         return None, 0.0

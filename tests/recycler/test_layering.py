@@ -41,19 +41,19 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 #: Private modules that are a piece of one group (they would sit in its folder were it one).
-PARTS: dict[str, str] = {"_config_checks": "config"}
+PARTS: dict[str, str] = {"_config_checks": "config", "_config_yaml": "config"}
 
 #: Imported by any group but ``fused``: the error hierarchy and the optional-import helper.
 UTILITIES = frozenset({"errors", "_imports"})
 
 #: What each group imports of the other groups (besides UTILITIES), as the code does now.
 ALLOWED: dict[str, frozenset[str]] = {
-    "cli": frozenset({"recycler", "demo", "service", "_storage"}),  # service: planned
+    "cli": frozenset({"recycler", "demo", "service", "_storage"}),
     "recycler": frozenset(
         {"distiller", "teachers", "sampling", "schedule", "losses", "config", "time", "_storage"}
     ),
     "integrations": frozenset({"distiller", "teachers", "config", "time", "_storage"}),
-    "service": frozenset({"_storage"}),  # "storage only, no torch" (not written yet)
+    "service": frozenset({"_storage"}),  # "storage only, no torch"
     "demo": frozenset({"integrations", "distiller", "config", "_storage"}),
     "distiller": frozenset(
         {"teachers", "sampling", "schedule", "losses", "config", "time", "_storage"}
