@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import reprlib
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -24,32 +25,48 @@ S = TypeVar("S", bound="_Section")
 Check = Callable[[Any, str], Any]  # (value, key path) -> the value, normalised; or ConfigError
 
 
+#: The longest integer an option may hold: a 64-bit count (torch seeds, SQLite integers).
+MAX_INT = 2**63 - 1
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist, _SHOWN.maxtuple = 3, 6, 6, 6
+_SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 80, 80, 40
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message, bounded (a value from YAML may be huge)."""
+    return _SHOWN.repr(value)
+
+
 def a_bool(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        raise ConfigError(f"{path}: expected true or false, got {shown(value)}")
     return value
 
 
 def a_float(*, minimum: float | None = None, above: float | None = None) -> Check:
     def check(value: Any, path: str) -> float:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and isinstance(value, int) and abs(value) > 2**1000:
+            raise ConfigError(f"{path}: {shown(value)} is too large for a number")
         if not number or not math.isfinite(value):
-            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+            raise ConfigError(f"{path}: expected a finite number, got {shown(value)}")
         if minimum is not None and value < minimum:
-            raise ConfigError(f"{path}: {value!r} must be >= {minimum}")
+            raise ConfigError(f"{path}: {shown(value)} must be >= {minimum}")
         if above is not None and value <= above:
-            raise ConfigError(f"{path}: {value!r} must be > {above}")
+            raise ConfigError(f"{path}: {shown(value)} must be > {above}")
         return float(value)
 
     return check
 
 
-def an_int(*, minimum: int) -> Check:
+def an_int(*, minimum: int, maximum: int = MAX_INT) -> Check:
     def check(value: Any, path: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer >= {minimum}, got {value!r}")
+            raise ConfigError(f"{path}: expected an integer >= {minimum}, got {shown(value)}")
         if value < minimum:
-            raise ConfigError(f"{path}: {value!r} must be >= {minimum}")
+            raise ConfigError(f"{path}: {shown(value)} must be >= {minimum}")
+        if value > maximum:
+            raise ConfigError(f"{path}: {shown(value)} is too large (at most {maximum})")
         return value
 
     return check
@@ -64,7 +81,7 @@ def choice(options: Collection[str], *, or_else: Check | None = None, also: str 
         if or_else is not None and not isinstance(value, str):
             return or_else(value, path)
         allowed = f"{', '.join(options)} or {also}" if also else f"one of {', '.join(options)}"
-        raise ConfigError(f"{path}: {value!r} is not {allowed}")
+        raise ConfigError(f"{path}: {shown(value)} is not {allowed}")
 
     return check
 
@@ -111,10 +128,12 @@ def keyword_options(value: Any, path: str) -> Options:
     if isinstance(value, Options):
         return value
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{path}: expected a mapping of option names to values, got {value!r}")
+        raise ConfigError(
+            f"{path}: expected a mapping of option names to values, got {shown(value)}"
+        )
     for key in value:
         if not isinstance(key, str) or not key.isidentifier():
-            raise ConfigError(f"{path}: option names must be identifiers, got {key!r}")
+            raise ConfigError(f"{path}: option names must be identifiers, got {shown(key)}")
     return Options(value)
 
 
@@ -126,7 +145,7 @@ def text(value: Any, path: str) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{path}: expected a non-empty string, got {value!r}")
+        raise ConfigError(f"{path}: expected a non-empty string, got {shown(value)}")
     return value
 
 
@@ -136,10 +155,10 @@ def strings(options: tuple[str, ...] = ()) -> Check:
     def check(value: Any, path: str) -> tuple[str, ...]:
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list of strings, got {value!r}")
+            raise ConfigError(f"{path}: expected a list of strings, got {shown(value)}")
         for item in items:
             if options and item not in options:
-                raise ConfigError(f"{path}: {item!r} is not one of {', '.join(options)}")
+                raise ConfigError(f"{path}: {shown(item)} is not one of {', '.join(options)}")
             text(item, path)
         unique = dict.fromkeys(items)
         return tuple(o for o in options if o in unique) if options else tuple(unique)
@@ -199,7 +218,7 @@ def _section_coercer(section: type[_Section]) -> Callable[[Any, str], Any]:
             return value
         if isinstance(value, Mapping):
             return section.from_dict(value)
-        raise ConfigError(f"{path}: expected a mapping of {path} options, got {value!r}")
+        raise ConfigError(f"{path}: expected a mapping of {path} options, got {shown(value)}")
 
     return coerce
 
@@ -231,7 +250,7 @@ class _Section:
         """Build from a mapping; unknown keys raise :class:`ConfigError` naming them."""
         where = cls._name or "the config"
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of options, got {data!r}")
+            raise ConfigError(f"{where}: expected a mapping of options, got {shown(data)}")
         _reject_unknown(data, list(cls._checks), cls._name)
         return cls(**data)
 

@@ -37,12 +37,14 @@ from ._config_checks import (
     choice,
     keyword_options,
     optional,
+    shown,
     strings,
     text,
     time_span,
 )
+from ._config_yaml import load_yaml
 from ._names import LOSSES, POLICIES
-from ._storage import StorageError, display_url, redact, sqlite_file
+from ._storage import StorageError, display_url, sqlite_file
 from .errors import ConfigError
 from .schedule import ALWAYS, Schedule
 from .time import Time, TimeUnit
@@ -327,15 +329,12 @@ class RecycleConfig(_Section):
                 source = Path(source).read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"cannot read the config file {source}: {exc}") from exc
-        try:
-            data = yaml.safe_load(source)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"the config is not valid YAML: {exc}") from exc
+        data = load_yaml(source)  # bounded: size, aliases, duplicate keys (see _config_yaml)
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
             hint = " (if this is a file path, no such file exists)" if isinstance(data, str) else ""
-            raise ConfigError(f"the config must be a mapping of options, got {data!r}{hint}")
+            raise ConfigError(f"the config must be a mapping of options, got {shown(data)}{hint}")
         return cls.from_dict(data)
 
     @classmethod
@@ -351,7 +350,7 @@ class RecycleConfig(_Section):
             return cls.from_dict(value)
         if isinstance(value, (str, os.PathLike)):
             return cls.from_yaml(value)
-        raise ConfigError(f"expected a RecycleConfig, a dict or a YAML path, got {value!r}")
+        raise ConfigError(f"expected a RecycleConfig, a dict or a YAML path, got {shown(value)}")
 
     def to_yaml(self) -> str:
         """The config as YAML that :meth:`from_yaml` reads back."""
@@ -360,7 +359,7 @@ class RecycleConfig(_Section):
     def __repr__(self) -> str:
         shown = {
             "registry": display_url(self.registry),
-            "blobs": redact(self.blobs),
+            "blobs": display_url(self.blobs),
             "study": self.study,
             "summary": self.summary,
             "distill": self.distill,

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._storage import Registry, StorageError, TeacherRecord
+from ._storage import Registry, RegistryUnavailableError, TeacherRecord
 from .fused import FusedEnsemble, average_teachers, call_args, can_fuse, logits_of
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 #: What a training step hands to the teachers: a tensor, a tuple of args, or a dict of kwargs.
 Inputs = torch.Tensor | Sequence[Any] | Mapping[str, Any]
 BuildFn = Callable[[Mapping[str, Any]], nn.Module]
+
+
+class Retry(str):
+    """Why a teacher did not load this time, for a reason that may pass (the registry busy or
+    unreachable): it is not held, so a later refresh tries it again."""
 
 
 def call_model(model: Callable[..., Any], inputs: Inputs) -> torch.Tensor:
@@ -70,6 +75,7 @@ class TeacherPool:
         self._records: list[TeacherRecord] = []
         self._on_device: OrderedDict[int, None] = OrderedDict()
         self._skipped: dict[int, str] = {}
+        self._retry: dict[int, str] = {}  # left out for now; tried again at the next refresh
         #: ids of teachers registered without an output signature, not yet checked
         self.unchecked: set[int] = set()
         self._fused: FusedEnsemble | None = None
@@ -91,6 +97,12 @@ class TeacherPool:
     def held(self) -> frozenset[int]:
         """Ids of the teachers loaded or given up on (neither is loaded again)."""
         return frozenset(self._models) | frozenset(self._skipped)
+
+    @property
+    def retry(self) -> Mapping[int, str]:
+        """Teachers left out for a passing reason (the registry busy): id -> why. A refresh
+        tries them again even when the registry has not changed."""
+        return dict(self._retry)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -127,12 +139,20 @@ class TeacherPool:
         skipped: list[str] = []
         for rec in records:
             got = loaded.get(rec.id)
-            if isinstance(got, str):
+            if isinstance(got, Retry):
+                self._retry[rec.id] = got
+                skipped.append(
+                    f"teacher {rec.id} (study {rec.study!r} trial {rec.trial_number}) for now: "
+                    f"{got} (tried again at the next refresh)"
+                )
+            elif isinstance(got, str):
+                self._retry.pop(rec.id, None)
                 self._skipped[rec.id] = got
                 skipped.append(
                     f"teacher {rec.id} (study {rec.study!r} trial {rec.trial_number}): {got}"
                 )
             elif got is not None:
+                self._retry.pop(rec.id, None)
                 self._models[rec.id] = got
                 if not rec.output_signature:
                     self.unchecked.add(rec.id)
@@ -190,7 +210,11 @@ class TeacherPool:
     def _load(self, rec: TeacherRecord) -> nn.Module | str:
         try:
             ckpt = self._registry.load(rec)
-        except (StorageError, OSError, ValueError) as exc:
+        except RegistryUnavailableError as exc:  # busy or unreachable: may pass
+            return Retry(f"the registry did not answer in time: {_brief(exc)}")
+        except (
+            Exception
+        ) as exc:  # a store's own errors too: the teacher is left out, never the trial
             return f"its checkpoint did not load: {_brief(exc)}"
         try:
             model = self._build(rec.params) if self._build else copy.deepcopy(self._blueprint)
@@ -199,7 +223,7 @@ class TeacherPool:
         if not isinstance(model, nn.Module):
             return f"build(params) returned {type(model).__name__}, not a torch.nn.Module"
         try:
-            model.load_state_dict(dict(ckpt.tensors), strict=True)
+            _load_weights(model, ckpt.tensors)
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             hint = (
                 ""
@@ -279,6 +303,23 @@ class TeacherPool:
 
     def __iter__(self) -> Iterator[TeacherRecord]:
         return iter(self._records)
+
+
+def _load_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor]) -> None:
+    """``load_state_dict``, strict but for ``_extra_state`` entries: a module's extra state is
+    not a tensor, so checkpoints leave it out (the model keeps the one it was built with)."""
+    result = model.load_state_dict(dict(tensors), strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("_extra_state")]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(
+            "Error(s) in loading state_dict: "
+            + (f"missing key(s): {', '.join(missing)}. " if missing else "")
+            + (
+                f"unexpected key(s): {', '.join(result.unexpected_keys)}."
+                if result.unexpected_keys
+                else ""
+            )
+        )
 
 
 def _brief(exc: BaseException, limit: int = 240) -> str:

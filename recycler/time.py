@@ -98,6 +98,8 @@ class Time:
         num, unit = match["num"], match["unit"]
         if unit not in _UNITS:
             raise ConfigError(f"invalid time {text!r}: unknown unit {unit!r}; {HELP}")
+        if len(num) > 24:  # int() of thousands of digits is refused by Python itself
+            raise ConfigError(f"invalid time {text[:40]!r}: the value is too large; {HELP}")
         value: int | float = float(num)
         if unit != TimeUnit.DURATION.value and re.fullmatch(r"-?\d+", num):
             value = int(num)
@@ -118,10 +120,16 @@ class Time:
 _UNITS = frozenset(u.value for u in TimeUnit)
 
 
+#: The largest count of epochs, steps or trials a time may hold (more is surely a typo).
+MAX_COUNT = 10**12
+
+
 def _problem(value: object, unit: TimeUnit) -> str:
     """What is wrong with ``value`` as an amount of ``unit`` (with a trailing '; '), or ''."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "the value must be a number; "
+    if isinstance(value, int) and value > MAX_COUNT:
+        return f"the value is too large (at most {MAX_COUNT:.0e}); "
     if not math.isfinite(value):
         return "the value must be finite; "
     if value < 0:

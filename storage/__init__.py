@@ -16,6 +16,8 @@ from ._checkpoint import load_torch_file
 from ._errors import (
     BlobCorruptError,
     BlobError,
+    BlobMissingError,
+    BlobSizeError,
     ConfigurationError,
     ConflictError,
     RegistryUnavailableError,
@@ -36,10 +38,13 @@ from ._records import (
     VerifyReport,
 )
 from ._registry import BLOBS_ENV, DEFAULT_BLOBS, DEFAULT_URL, REGISTRY_ENV, Registry
+from ._rows import StorageWarning
+from ._studies import StudySummary
 from ._urls import (
     display_url,
     redact,
     scrub,
+    secrets_of,
     sqlite_file,
     sqlite_in_memory,
     with_sqlite_file,
@@ -55,6 +60,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "BlobCorruptError",
     "BlobError",
+    "BlobMissingError",
+    "BlobSizeError",
     "BlobStore",
     "Checkpoint",
     "ConfigurationError",
@@ -69,6 +76,8 @@ __all__ = [
     "SchemaError",
     "Status",
     "StorageError",
+    "StorageWarning",
+    "StudySummary",
     "TeacherNotFoundError",
     "TeacherQuery",
     "TeacherRecord",
@@ -80,6 +89,7 @@ __all__ = [
     "open_store",
     "redact",
     "scrub",
+    "secrets_of",
     "sqlite_file",
     "sqlite_in_memory",
     "with_sqlite_file",

@@ -14,6 +14,8 @@ from ._errors import BlobError
 
 FORMAT = "safetensors"
 _META_KEY = "recycler"
+#: The largest safetensors header read (the format's own limit is 100 MB).
+MAX_HEADER_BYTES = 100_000_000
 
 
 def encode(
@@ -47,11 +49,16 @@ def decode(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
     if len(data) < 8 or data[8:9] != b"{":
         raise BlobError("checkpoint is not a safetensors file (pickled checkpoints are refused)")
+    header_len = int.from_bytes(data[:8], "little")
+    if header_len > min(len(data) - 8, MAX_HEADER_BYTES):  # checked before anything is parsed
+        raise BlobError(
+            f"checkpoint is not a valid safetensors file: its header claims {header_len} bytes "
+            f"of {len(data)} (at most {MAX_HEADER_BYTES})"
+        )
     try:
         tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BlobError(f"checkpoint is not a valid safetensors file: {exc}") from exc
     raw = (header.get("__metadata__") or {}).get(_META_KEY, "{}")
     try:

@@ -10,7 +10,9 @@ each is translated at the one place connections are used (``_rdb.engine``)::
     ├── SchemaError                the schema is newer than this library, or not ours
     ├── TeacherNotFoundError       (also a LookupError) no teacher has that id
     ├── BlobError                  a blob is missing, unreadable or not safetensors
-    │   └── BlobCorruptError       a blob failed its sha256 check (the teacher is quarantined)
+    │   ├── BlobCorruptError       a blob failed its sha256 check (the teacher is quarantined)
+    │   ├── BlobMissingError       no blob at the key (this reader skips it; nothing changes)
+    │   └── BlobSizeError          a blob is larger than its row says (it was not read)
     └── UnsafeKeyError             (also a ValueError) a blob key would leave the store's root
 """
 
@@ -47,6 +49,14 @@ class BlobError(StorageError):
 
 class BlobCorruptError(BlobError):
     """A checkpoint blob failed its sha256 check; the teacher has been quarantined."""
+
+
+class BlobMissingError(BlobError):
+    """No blob is stored at the key (a wrong store, or the blob was removed)."""
+
+
+class BlobSizeError(BlobError):
+    """A blob is larger than the size its row records: it was not read (the store says so)."""
 
 
 class UnsafeKeyError(StorageError, ValueError):

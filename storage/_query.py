@@ -10,6 +10,7 @@ from sqlalchemy import Select, exists, func, select
 
 from ._rdb.models import TeacherRow
 from ._records import Status
+from ._rows import teacher_columns
 
 #: The fields results may be ordered by; anything else is refused.
 ORDER_FIELDS: Mapping[str, Any] = {
@@ -67,7 +68,7 @@ class TeacherQuery:
 def build_select(q: TeacherQuery, dialect: str) -> Select[Any]:
     """The SELECT for ``q`` (bound parameters only: no caller text is ever spliced into SQL)."""
     t = TeacherRow
-    stmt = select(TeacherRow.__table__)
+    stmt = select(*teacher_columns())  # raw values: a malformed row is skipped, not fatal
     if q.study is not None:
         stmt = stmt.where(t.study == q.study)
     if q.framework is not None:

@@ -95,19 +95,39 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class GcReport:
-    """What ``Registry.gc`` removed."""
+    """What ``Registry.gc`` removed (or, with ``dry_run``, would remove) and what it kept.
+
+    ``removed``: the blob keys removed. ``kept_young``: orphan blobs younger than the grace
+    period. ``kept_shared``: blobs another registry on the same store references (or, on a
+    store that keeps no references, orphans it might). ``errors``: blobs gc could not handle
+    (it went on with the others).
+    """
 
     blobs_removed: int
     orphans_removed: int
     pending_removed: int
     temp_removed: int
     kept_leased: int
+    kept_young: int = 0
+    kept_shared: int = 0
+    dry_run: bool = False
+    removed: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Result of re-checking every READY blob."""
+    """Result of re-checking every READY blob.
+
+    ``quarantined``: corrupt or missing blobs (their teachers are QUARANTINED now).
+    ``unreadable``: blobs that could not be read this time (not a regular file, an I/O error):
+    left READY. ``malformed``: READY rows this library cannot use (readers skip them).
+    ``reasons``: why, for each id in those three.
+    """
 
     checked: int
     ok: int
     quarantined: tuple[int, ...]
+    unreadable: tuple[int, ...] = ()
+    malformed: tuple[int, ...] = ()
+    reasons: Mapping[int, str] = field(default_factory=dict)

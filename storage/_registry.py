@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-import math
 import os
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
-    Connection,
     Engine,
     Table,
     func,
     insert,
     select,
-    text,
     update,
 )
 
-from . import _checkpoint
+from . import _loading, _maintenance, _registering, _studies
 from ._errors import (
-    BlobCorruptError,
-    BlobError,
     ConflictError,
     StorageError,
     TeacherNotFoundError,
@@ -32,7 +28,7 @@ from ._errors import (
 from ._query import TeacherQuery, build_select
 from ._rdb.changes import STAMP, ChangeCounter
 from ._rdb.engine import PoolLimits, dispose, get_engine, reading, writing
-from ._rdb.models import LineageRow, TeacherRow
+from ._rdb.models import LineageRow, MetaRow, TeacherRow
 from ._rdb.schema import ensure_schema, upgrade
 from ._records import (
     Checkpoint,
@@ -43,9 +39,11 @@ from ._records import (
     TeacherRecord,
     VerifyReport,
 )
-from ._urls import display_url
-from ._validate import check_json, check_name, check_tags, check_text
-from .blobs import BlobStore, key_for, open_store, sha_of_key
+from ._rows import BadRow, SkipLog, record_of, teacher_columns
+from ._studies import StudySummary
+from ._urls import display_url, sqlite_file, with_sqlite_file
+from ._validate import check_name
+from .blobs import BlobStore, open_store
 
 if TYPE_CHECKING:
     import torch
@@ -56,9 +54,7 @@ DEFAULT_BLOBS = "./recycler-teachers"
 REGISTRY_ENV = "RECYCLER_REGISTRY"
 BLOBS_ENV = "RECYCLER_BLOBS"
 _LEASE_S = 600.0
-_TEACHERS = cast(Table, TeacherRow.__table__)
 _LINEAGE = cast(Table, LineageRow.__table__)
-_LIVE = (Status.PENDING.value, Status.READY.value, Status.QUARANTINED.value)
 
 
 def _now() -> dt.datetime:
@@ -92,6 +88,7 @@ class Registry:
         pool_timeout: float | None = None,
     ) -> None:
         self._limits = PoolLimits(pool_size, pool_timeout)
+        url = _absolute_sqlite(url)
         get_engine(url, self._limits)  # validates the URL now; connects on first use
         self._url = url
         self._store = open_store(blobs)
@@ -99,6 +96,9 @@ class Registry:
         self._ready_pid: int | None = None
         self._changes: ChangeCounter | None = None
         self._stamps: dict[tuple[str, ...], tuple[tuple[int, int], tuple[int, int, int]]] = {}
+        self._owner_id: str | None = None
+        self._lease_retry_at = 0.0  # loads take no lease before this (monotonic) time
+        self._skips = SkipLog()
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r}, {self._store.url!r})"
@@ -133,6 +133,21 @@ class Registry:
         dispose(self._url, self._limits)
         self._ready_pid, self._changes, self._stamps = None, None, {}
 
+    def _owner(self) -> str:
+        """This registry's id: the name of its references in a shared blob store."""
+        if self._owner_id is None:
+            engine = self._engine()
+            pick = select(MetaRow.value).where(MetaRow.name == "registry_id")
+            with reading(engine) as conn:
+                found = conn.execute(pick).scalar()
+            if found is None:  # the row was removed by hand: make a new identity, once
+                with contextlib.suppress(ConflictError), writing(engine) as conn:
+                    conn.execute(insert(MetaRow).values(name="registry_id", value=uuid.uuid4().hex))
+                with reading(engine) as conn:
+                    found = conn.execute(pick).scalar_one()
+            self._owner_id = str(found)
+        return self._owner_id
+
     def upgrade(self) -> str:
         """Create or upgrade the schema to the current version; returns that version."""
         version = upgrade(get_engine(self._url, self._limits), self.url)
@@ -159,129 +174,46 @@ class Registry:
         trial_state: str = "complete",
         output_signature: str = "",
         tags: Mapping[str, str] | None = None,
+        skip_non_tensors: bool = False,
     ) -> TeacherRecord:
         """Store a checkpoint as a teacher: PENDING row, blob written and verified, then READY.
 
         Idempotent: the same study, trial, step and weights give back the same teacher.
+        A state dict entry that is not a tensor (a module's ``_extra_state``) raises
+        ``TypeError``, or is left out with ``skip_non_tensors``.
         """
-        check_name("study", study)
-        for what, text_value, limit in (
-            ("framework", framework, 64),
-            ("trial_state", trial_state, 32),
-            ("metric_name", metric_name, 255),
-            ("trial_id", trial_id, 512),
-            ("output_signature", output_signature, 1024),
-        ):
-            check_text(what, text_value, limit)
-        if not isinstance(trial_number, int) or trial_number < 0:
-            raise ValueError(f"trial_number must be an int >= 0, got {trial_number!r}")
-        direction = Direction(direction)
-        params = dict(check_json("params", params or {}))
-        tags = dict(check_tags(tags or {}))
-        value = None if metric_value is None else float(metric_value)
-        if value is not None and not math.isfinite(value):
-            value = None  # a diverged trial is kept, but never ranks as a teacher
-        data = _checkpoint.encode(
+        return _registering.register(
+            self,
             state_dict,
-            {
-                "study": study,
-                "trial_number": trial_number,
-                "step": step,
-                "params": params,
-                "output_signature": output_signature,
-                "framework": framework,
-            },
-        )
-        sha = _checkpoint.sha256(data)
-        key = key_for(sha)
-        fields: dict[str, Any] = dict(
             study=study,
             trial_number=trial_number,
+            metric_name=metric_name,
+            metric_value=metric_value,
+            direction=direction,
             trial_id=trial_id,
             framework=framework,
             params=params,
-            metric_name=metric_name,
-            metric_value=value,
-            score=None if value is None else (-value if direction is Direction.MINIMIZE else value),
-            direction=direction.value,
-            step=int(step),
+            step=step,
             epoch=epoch,
-            final=bool(final),
+            final=final,
             trial_state=trial_state,
             output_signature=output_signature,
-            blob_key=key,
-            blob_uri=self._store.uri(key),
-            sha256=sha,
-            size_bytes=len(data),
-            format=_checkpoint.FORMAT,
             tags=tags,
+            skip_non_tensors=skip_non_tensors,
         )
-        for _ in range(3):
-            row_id, ready = self._claim(fields)
-            if ready:
-                return self.get(row_id)
-            self._store.put(key, data)
-            if _checkpoint.sha256(self._store.get(key)) != sha:
-                raise BlobCorruptError(f"blob {key} did not verify after writing; not registered")
-            with writing(self._engine()) as conn:
-                flipped = conn.execute(
-                    update(TeacherRow)
-                    .where(TeacherRow.id == row_id, TeacherRow.status == Status.PENDING.value)
-                    .values(status=Status.READY.value, updated_at=_now())
-                ).rowcount
-            now = self._find(row_id)
-            if now is not None and (flipped or now.status is Status.READY):
-                return now
-            # gc dropped our PENDING row as stale (and maybe the blob): claim again
-        raise StorageError(f"could not register {study} trial {trial_number}: gc raced it 3 times")
-
-    def _claim(self, fields: Mapping[str, Any]) -> tuple[int, bool]:
-        """Insert (or revive) the PENDING row under the sha's lock; True if already READY."""
-        identity = (
-            TeacherRow.study == fields["study"],
-            TeacherRow.trial_number == fields["trial_number"],
-            TeacherRow.step == fields["step"],
-            TeacherRow.sha256 == fields["sha256"],
-        )
-        for attempt in range(2):
-            try:
-                with writing(self._engine()) as conn:
-                    _lock_sha(conn, fields["sha256"])
-                    found = conn.execute(
-                        select(TeacherRow.id, TeacherRow.status, TeacherRow.final).where(*identity)
-                    )
-                    row = found.first()
-                    now = _now()
-                    if row is not None and fields["final"] and not row.final:
-                        # a checkpoint first kept as intermediate turned out to be the last one
-                        conn.execute(
-                            update(TeacherRow)
-                            .where(TeacherRow.id == row.id)
-                            .values(final=True, updated_at=now)
-                        )
-                    if row is not None and row.status == Status.READY.value:
-                        return int(row.id), True
-                    if row is not None:
-                        conn.execute(
-                            update(TeacherRow)
-                            .where(TeacherRow.id == row.id)
-                            .values(status=Status.PENDING.value, reason=None, updated_at=now)
-                        )
-                        return int(row.id), False
-                    values = dict(fields, status=Status.PENDING.value)
-                    ins = insert(_TEACHERS).values(**values, created_at=now, updated_at=now)
-                    new_id = conn.execute(ins).inserted_primary_key  # no RETURNING: old SQLite
-                    assert new_id is not None
-                    return int(new_id[0]), False
-            except ConflictError:  # a concurrent writer inserted the same row first
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
 
     def quarantine(self, teacher_id: int, reason: str) -> TeacherRecord:
         """Take a teacher out of use (its blob is kept for inspection)."""
         self._set_status(teacher_id, Status.QUARANTINED, reason)
         return self.get(teacher_id)
+
+    def restore(self, teacher_id: int) -> TeacherRecord:
+        """Bring a QUARANTINED teacher back to READY once its blob verifies again.
+
+        The blob is read and checked (size, sha256, safetensors); one that still fails leaves
+        the teacher QUARANTINED and raises ``BlobError``. A READY teacher is returned as is.
+        """
+        return _maintenance.restore(self, teacher_id)
 
     def delete(self, teacher_id: int) -> TeacherRecord:
         """Mark a teacher DELETED; ``gc`` removes its blob once nothing else needs it."""
@@ -309,15 +241,38 @@ class Registry:
 
     def _find(self, teacher_id: int) -> TeacherRecord | None:
         with reading(self._engine()) as conn:
-            row = conn.execute(_TEACHERS.select().where(TeacherRow.id == teacher_id)).first()
-        return None if row is None else self._record(row)
+            stmt = select(*teacher_columns()).where(TeacherRow.id == teacher_id)
+            row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        try:
+            return record_of(row)
+        except BadRow as bad:
+            raise StorageError(
+                f"teacher {teacher_id} in {self.url} has a malformed row ({bad.why}): it is not "
+                "used; `recycler teachers verify` lists such rows"
+            ) from None
 
     def query(self, query: TeacherQuery | None = None, /, **filters: Any) -> list[TeacherRecord]:
         """Teachers matching a ``TeacherQuery`` (or its fields as keywords); READY by default."""
         q = query if query is not None else TeacherQuery(**filters)
-        with reading(self._engine()) as conn:
-            rows = conn.execute(build_select(q, conn.dialect.name)).all()
-        return [self._record(r) for r in rows]
+        engine, asked = self._engine(), q
+        while True:
+            with reading(engine) as conn:
+                rows = conn.execute(build_select(asked, conn.dialect.name)).all()
+            found = []
+            for row in rows:
+                try:
+                    found.append(record_of(row))
+                except BadRow as bad:  # one foreign row never hides the others
+                    self._skips.skip(self.url, bad)
+            wanted = q.top_k or q.limit
+            cap = asked.top_k or asked.limit
+            if wanted is None or cap is None or len(rows) < cap or len(found) >= wanted:
+                return found[:wanted] if wanted is not None else found
+            # malformed rows took places in a top-k or a limit: ask for that many more
+            more = cap + (len(rows) - len(found))
+            asked = replace(asked, top_k=more) if asked.top_k else replace(asked, limit=more)
 
     def stamp(self, studies: Sequence[str]) -> tuple[int, int, int]:
         """A cheap fingerprint of the READY teachers of ``studies``: (count, sum of ids, finals).
@@ -355,39 +310,15 @@ class Registry:
             return int(conn.execute(stmt).scalar_one())
 
     def load(self, teacher: int | TeacherRecord) -> Checkpoint:
-        """Read and verify a READY teacher's weights; a bad blob quarantines the teacher."""
-        teacher_id = teacher.id if isinstance(teacher, TeacherRecord) else teacher
-        with self.lease(teacher_id):
-            rec = self.get(teacher_id)  # re-read under the lease: a caller's record may be stale
-            if rec.status is not Status.READY:
-                raise BlobError(f"teacher {rec.id} is {rec.status.value}, not READY: not loaded")
-            try:
-                data = self._store.get(key_for(rec.sha256))
-            except BlobError as exc:
-                self._quarantine_ready(rec.id, f"blob missing: {exc}")
-                raise BlobError(f"teacher {rec.id}: {exc}; quarantined") from exc
-            got = _checkpoint.sha256(data)
-            if got != rec.sha256:
-                reason = f"sha256 mismatch: expected {rec.sha256}, blob has {got}"
-                self._quarantine_ready(rec.id, reason)
-                raise BlobCorruptError(
-                    f"teacher {rec.id} failed its checksum ({reason}); quarantined"
-                )
-            try:
-                tensors, metadata = _checkpoint.decode(data)
-            except BlobError as exc:
-                self._quarantine_ready(rec.id, str(exc))
-                raise BlobError(f"teacher {rec.id}: {exc}; quarantined") from exc
-        return Checkpoint(teacher=rec, tensors=tensors, metadata=metadata)
+        """Read and verify a READY teacher's weights.
 
-    def _quarantine_ready(self, teacher_id: int, reason: str) -> None:
-        """Quarantine a teacher found bad by a reader, unless it left READY meanwhile."""
-        with writing(self._engine()) as conn:
-            conn.execute(
-                update(TeacherRow)
-                .where(TeacherRow.id == teacher_id, TeacherRow.status == Status.READY.value)
-                .values(status=Status.QUARANTINED.value, reason=reason, updated_at=_now())
-            )
+        A blob proven corrupt (sha256, size, format) quarantines the teacher and raises
+        ``BlobCorruptError``/``BlobError``; a blob that is missing or cannot be read raises
+        ``BlobError`` and changes nothing (another reader may have the right store). The read
+        takes a lease when the database allows it, and works on a read-only registry.
+        """
+        teacher_id = teacher.id if isinstance(teacher, TeacherRecord) else teacher
+        return _loading.load(self, teacher_id)
 
     @contextlib.contextmanager
     def lease(self, teacher_id: int, seconds: float = _LEASE_S) -> Iterator[None]:
@@ -395,57 +326,18 @@ class Registry:
 
         The lease also expires by itself after ``seconds``, so a crashed reader blocks nothing.
         """
-        until = _now() + dt.timedelta(seconds=seconds)
-        row = TeacherRow
-        with writing(self._engine()) as conn:
-            before = conn.execute(select(row.lease_until).where(row.id == teacher_id)).scalar()
-            conn.execute(
-                update(row)
-                .where(row.id == teacher_id)
-                .where(row.lease_until.is_(None) | (row.lease_until < until))
-                .values(lease_until=until)
-            )
-        try:
+        with _loading.lease(self, teacher_id, seconds):
             yield
-        finally:
-            with writing(self._engine()) as conn:  # give back only a lease nobody extended
-                conn.execute(
-                    update(row)
-                    .where(row.id == teacher_id, row.lease_until == until)
-                    .values(lease_until=before)
-                )
 
     def verify(self) -> VerifyReport:
         """Re-check every READY blob; quarantine each one that is missing or corrupt.
 
+        A blob that cannot be read this time (an I/O error, not a regular file) and a READY row
+        this library cannot use are reported, not changed; one bad row never stops the rest.
         If the store holds none of the READY blobs at all, the store is more likely wrong than
         every blob lost: that raises ``BlobError`` and quarantines nothing.
         """
-        records = self.query(status=Status.READY)
-        found: list[tuple[TeacherRecord, str | None]] = []
-        for rec in records:
-            try:
-                got = _checkpoint.sha256(self._store.get(key_for(rec.sha256)))
-            except BlobError as exc:
-                found.append((rec, f"blob missing: {exc}"))
-                continue
-            ok = got == rec.sha256
-            found.append(
-                (rec, None if ok else f"sha256 mismatch: expected {rec.sha256}, got {got}")
-            )
-        missing = sum(1 for _, why in found if why and why.startswith("blob missing"))
-        if records and missing == len(records):
-            raise BlobError(
-                f"blob store {self._store.url} holds none of the {len(records)} READY teachers' "
-                f"blobs: is it the right store (--blobs / {BLOBS_ENV})? Nothing was quarantined"
-            )
-        bad = [rec.id for rec, why in found if why is not None]
-        for rec, why in found:
-            if why is not None:
-                self._quarantine_ready(rec.id, f"verify: {why}")
-        return VerifyReport(
-            checked=len(records), ok=len(records) - len(bad), quarantined=tuple(bad)
-        )
+        return _maintenance.verify(self)
 
     # -- lineage -------------------------------------------------------------------------
 
@@ -505,96 +397,54 @@ class Registry:
             for r in rows
         ]
 
+    def taught(self, teacher_id: int) -> list[LineageRecord]:
+        """Lineage rows whose teacher is ``teacher_id``: the student trials it taught.
+
+        Example:
+            >>> [(r.study, r.trial_number) for r in reg.taught(1)]  # doctest: +SKIP
+            [('lr-sweep', 2), ('lr-sweep', 3)]
+        """
+        with reading(self._engine()) as conn:
+            return _studies.taught(conn, teacher_id)
+
+    def studies(self) -> list[StudySummary]:
+        """Every study with a teacher or a lineage row, by name: counts, best value, KD.
+
+        Example:
+            >>> [(s.study, s.teachers["READY"]) for s in reg.studies()]  # doctest: +SKIP
+            [('lr-sweep', 4)]
+        """
+        with reading(self._engine()) as conn:
+            return _studies.study_summaries(conn)
+
     # -- garbage collection --------------------------------------------------------------
 
-    def gc(self, grace_seconds: float = 3600.0) -> GcReport:
+    def gc(self, grace_seconds: float = 3600.0, *, dry_run: bool = False) -> GcReport:
         """Drop blobs of deleted teachers and orphan blobs, stale PENDING rows, temp files.
 
-        A blob is kept while any live row refers to it or a reader holds a lease on it.
-        PENDING rows and temporary files younger than ``grace_seconds`` are left alone
-        (their registration may still be running).
+        A blob is kept while any live row refers to it, a reader holds a lease on it, or
+        another registry sharing the blob store references it. Orphan blobs (no row here),
+        PENDING rows and temporary files younger than ``grace_seconds`` are left alone (their
+        registration may still be running). ``dry_run`` changes nothing and reports what
+        would go (``GcReport.removed``).
         """
-        now = _now()
-        cutoff = now - dt.timedelta(seconds=grace_seconds)
-        with writing(self._engine()) as conn:
-            pending = conn.execute(
-                _TEACHERS.delete().where(
-                    TeacherRow.status == Status.PENDING.value, TeacherRow.updated_at < cutoff
-                )
-            ).rowcount
-        temp = self._store.remove_stale_temp(cutoff.timestamp())
-        removed = orphans = leased = 0
-        for key, _mtime in list(self._store.keys()):
-            sha = sha_of_key(key)
-            with writing(self._engine()) as conn:
-                _lock_sha(conn, sha)
-                rows = conn.execute(
-                    select(TeacherRow.status, TeacherRow.lease_until).where(
-                        TeacherRow.sha256 == sha
-                    )
-                ).all()
-                if any(r.status in _LIVE for r in rows):
-                    continue
-                if any(r.lease_until is not None and _aware(r.lease_until) > now for r in rows):
-                    leased += 1
-                    continue
-                self._store.delete(key)
-            if rows:
-                removed += 1
-            else:
-                orphans += 1
-        return GcReport(
-            blobs_removed=removed,
-            orphans_removed=orphans,
-            pending_removed=pending,
-            temp_removed=temp,
-            kept_leased=leased,
-        )
-
-    # -- helpers -------------------------------------------------------------------------
-
-    def _record(self, row: Any) -> TeacherRecord:
-        return TeacherRecord(
-            id=row.id,
-            study=row.study,
-            trial_number=row.trial_number,
-            trial_id=row.trial_id,
-            framework=row.framework,
-            params=_json_obj(row.params),
-            metric_name=row.metric_name,
-            metric_value=row.metric_value,
-            direction=Direction(row.direction),
-            step=row.step,
-            epoch=row.epoch,
-            final=bool(row.final),
-            trial_state=row.trial_state,
-            output_signature=row.output_signature,
-            blob_key=row.blob_key,
-            blob_uri=row.blob_uri,
-            sha256=row.sha256,
-            size_bytes=row.size_bytes,
-            format=row.format,
-            status=Status(row.status),
-            reason=row.reason,
-            tags=_json_obj(row.tags),
-            created_at=_aware(row.created_at),
-        )
-
-
-def _lock_sha(conn: Connection, sha: str) -> None:
-    """Serialise writers of one blob (SQLite's BEGIN IMMEDIATE already serialises all)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(sha[:15], 16)})
+        return _maintenance.gc(self, grace_seconds, dry_run=dry_run)
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
 
 
-def _json_obj(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):  # some drivers hand JSON back as text
-        value = json.loads(value)
-    return dict(value or {})
+def _absolute_sqlite(url: str) -> str:
+    """``url`` with a relative SQLite file made absolute, once: a later ``os.chdir`` must not
+    make the pool's next connection open another (empty) database."""
+    try:
+        path = sqlite_file(url)
+    except StorageError:
+        return url  # get_engine raises the real error
+    if path is None or os.path.isabs(path):
+        return url
+    return with_sqlite_file(url, os.path.abspath(path))
 
 
 __all__: Sequence[str] = ["BLOBS_ENV", "DEFAULT_BLOBS", "DEFAULT_URL", "REGISTRY_ENV", "Registry"]

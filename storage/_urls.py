@@ -7,9 +7,10 @@ secrets of the URLs it may repeat (:func:`scrub`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -18,8 +19,10 @@ from ._errors import ConfigurationError
 
 _MASK = "***"
 _PASSWORD_KEYS = {"password", "pass", "pwd", "passwd"}
-# the password runs to the last "@" of the authority: an unencoded "@" in it is masked too
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@")
+# in free text a password runs to the last "@" of its run of non-space characters: an
+# unencoded "@" or "/" in it is masked too (a URL's own text is masked by its parsed parts)
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S*)@")
+_SCHEME = re.compile(r"[a-zA-Z][\w+.-]*")
 _BARE_USERINFO = re.compile(r"(?P<user>[^:/@\s]*):(?P<pw>[^/\s]*)@")
 _QUERY_PW = re.compile(r"(?i)\b(password|passwd|pwd|pass)=([^&\s'\"]*)")
 
@@ -33,21 +36,51 @@ def redact(text: str) -> str:
 def secrets_of(url: str) -> list[str]:
     """The password strings hidden in ``url`` (userinfo and query), as written and decoded.
 
-    A URL that does not even split (e.g. a broken IPv6 host) yields none; :func:`redact`
+    The userinfo is read the widest way (it runs to the last ``@``), and also as SQLAlchemy and
+    ``urlsplit`` read it, so every reading's password is found whatever characters (``/``,
+    ``@``, spaces, ``?``) it holds. A text that is no URL at all yields none; :func:`redact`
     still masks whatever looks like a password in it.
     """
-    try:
-        parts = urlsplit(url)
-        userinfo = [parts.password] if parts.password else []
-    except ValueError:
-        return []
-    query = [v for k, v in parse_qsl(parts.query) if k.lower() in _PASSWORD_KEYS and v]
     found: list[str] = []
-    for secret in (*userinfo, *query):
-        for form in (secret, unquote(secret)):  # drivers repeat the decoded password
-            if form and form not in found:
+
+    def add(secret: str | None) -> None:
+        for form in (secret, unquote(secret or ""), unquote_plus(secret or "")):
+            if form and form not in found:  # drivers repeat the decoded password
                 found.append(form)
+
+    parts = _userinfo(url)
+    tail = url
+    if parts is not None:
+        add(parts[2])
+        tail = parts[3]
+    with contextlib.suppress(ArgumentError, ValueError, TypeError):
+        add(_password_to_last_at(url, make_url(url)).password)
+    with contextlib.suppress(ValueError):
+        add(urlsplit(url).password)
+    query = tail.partition("?")[2]
+    for key, value in parse_qsl(query, keep_blank_values=False):
+        if key.lower() in _PASSWORD_KEYS:
+            add(value)
     return found
+
+
+def _userinfo(url: str) -> tuple[str, str, str | None, str] | None:
+    """``(scheme://, user, password or None, the rest)`` of a URL with a userinfo part.
+
+    Read the widest way: the userinfo runs to the last ``@`` (an unencoded ``@``, ``/``, ``?``
+    or space in a password stays in it). None when the URL has no authority userinfo (e.g.
+    ``sqlite:////abs/path.db``).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or not _SCHEME.fullmatch(scheme) or rest.startswith("/"):
+        return None
+    at = rest.rfind("@")
+    if at < 0:
+        return None
+    user, colon, password = rest[:at].partition(":")
+    if "/" in user or "?" in user:
+        return None  # the "@" is in the path or the query: there is no userinfo
+    return scheme + sep, user, (password if colon else None), rest[at + 1 :]
 
 
 def scrub(message: str, *urls: str) -> str:
@@ -130,6 +163,7 @@ def parse_db_url(url: str) -> URL:
             f"registry URL {shown!r} is not a database URL: use e.g. "
             "sqlite:///recycler.db or postgresql+psycopg://user@host/db"
         ) from None
+    parsed = _password_to_last_at(url, parsed)
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         raise ConfigurationError(
@@ -151,6 +185,25 @@ def parse_db_url(url: str) -> URL:
     return parsed
 
 
+def _password_to_last_at(url: str, parsed: URL) -> URL:
+    """``parsed`` with the password read to the last ``@`` (SQLAlchemy stops at the first).
+
+    ``postgresql://u:p@ss@h/db`` means the password ``p@ss`` on host ``h``; SQLAlchemy would
+    connect to host ``ss@h`` with password ``p`` (and print half the password as the host).
+    """
+    parts = _userinfo(url)
+    if parts is None or "@" not in (parsed.host or ""):
+        return parsed
+    scheme, user, password, rest = parts
+    if password is None:
+        return parsed
+    fixed = f"{scheme}{user}:{quote(unquote(password), safe='')}@{rest}"
+    try:
+        return make_url(fixed)
+    except (ArgumentError, ValueError):
+        return parsed
+
+
 def display_url(url: str) -> str:
     """A URL fit for logs and CLI output: the password (wherever it was) is masked.
 
@@ -160,11 +213,16 @@ def display_url(url: str) -> str:
         >>> display_url("postgresql://me:pw@db/reg?sslmode=require&password=pw")
         'postgresql://me:***@db/reg?sslmode=require&password=***'
     """
-    head, sep, query = url.partition("?")
+    parts = _userinfo(url)
+    front, tail = "", url
+    if parts is not None:
+        scheme, user, password, tail = parts
+        front = f"{scheme}{user}:{_MASK}@" if password is not None else f"{scheme}{user}@"
+    head, sep, query = tail.partition("?")
     pairs = []
     for pair in query.split("&") if sep else []:
         name = unquote_plus(pair.partition("=")[0])
         pairs.append(
             f"{pair.partition('=')[0]}={_MASK}" if name.lower() in _PASSWORD_KEYS else pair
         )
-    return redact(head + sep + "&".join(pairs))
+    return redact(front + head + sep + "&".join(pairs))

@@ -66,14 +66,17 @@ def mnist1d_task(*, n_train: int, n_test: int, epochs: int, batch_size: int = 64
     return Task("MNIST-1D", data, build, epochs, batch_size)
 
 
-def make_task(args: argparse.Namespace, *, epochs: int) -> Task:
-    """The task the command line asks for: MNIST-1D on the CPU or CIFAR-100 (``--data``)."""
+def make_task(args: argparse.Namespace, *, epochs: int, batch_size: int = 64) -> Task:
+    """The task the command line asks for: MNIST-1D on the CPU or CIFAR-100 (``--data``).
+
+    ``batch_size`` is MNIST-1D's (CIFAR-100 keeps its own, 128).
+    """
     if args.task == "cifar100":
         from _cifar import cifar100_task
 
         return cifar100_task(args.data, device=args.device, epochs=epochs, limit=args.limit)
     n_train, n_test = (500, 500) if args.quick else (1000, 1000)
-    return mnist1d_task(n_train=n_train, n_test=n_test, epochs=epochs)
+    return mnist1d_task(n_train=n_train, n_test=n_test, epochs=epochs, batch_size=batch_size)
 
 
 @dataclass
@@ -85,6 +88,7 @@ class Curve(TrainResult):
     params: Params = field(default_factory=dict)
     kd: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False)  # the trained model (not saved)
+    at: list[float] = field(default_factory=list)  # seconds since the trial began, per epoch
 
     @property
     def total_seconds(self) -> float:
@@ -97,6 +101,7 @@ class Curve(TrainResult):
             "params": self.params,
             "accuracy": self.accuracy,
             "seconds": self.seconds,
+            "at": self.at,
             "kd": self.kd,
         }
 
@@ -110,10 +115,14 @@ def train_curve(
     kd: Distiller | None = None,
     init: Mapping[str, torch.Tensor] | None = None,
     epochs: int | None = None,
+    on_epoch: Callable[[int, float], bool | None] | None = None,
 ) -> Curve:
     """Train ``task.build(params)`` from seed ``seed`` (or from ``init``'s weights); its curve.
 
     ``params``: ``lr`` and optionally ``weight_decay`` and the builder's (``channels``).
+    With ``kd``, the loop trains ``kd.epochs`` (its ``budget``) and ``kd.plan`` may set the
+    weights (its ``init``). ``on_epoch(epoch, accuracy)`` runs after each epoch (e.g. to
+    report it to Optuna, which feeds the Distiller's ``budget: auto`` evidence).
     """
     torch.manual_seed(seed)
     model = task.build(params).to(task.device)
@@ -130,6 +139,7 @@ def train_curve(
         batch_size=task.batch_size,
         seed=seed,
         kd=kd,
+        on_epoch=on_epoch,
         augment=task.augment,
     )
     stats = kd.stats() if kd is not None else {}

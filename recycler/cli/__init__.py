@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from .. import __version__
 from .._storage import StorageError
-from . import db, demo, lineage, teachers
+from . import db, demo, lineage, serve, teachers
 from ._base import (
     PROG,
     CliError,
@@ -35,6 +35,7 @@ COMMANDS: tuple[Callable[[Subparsers, Parser], None], ...] = (
     lineage.add,
     db.add,
     demo.add,
+    serve.add,
 )
 
 

@@ -18,10 +18,12 @@ def add(sub: Subparsers, common: Parser) -> None:
     """Add ``demo`` to the command's subparsers."""
     p = sub.add_parser(
         "demo",
-        help="run a learning-rate sweep twice, plain and recycled, and compare (CPU, ~3 min)",
+        help="run a learning-rate sweep twice, plain and recycled, and compare (CPU, ~2 min)",
         description="Run a 5-point learning-rate sweep on MNIST-1D (generated locally) twice "
-        "with Optuna: plain, then recycled (each trial distils from the earlier ones). Prints a "
-        "table per trial, a summary and the commands to inspect the registry it filled; writes "
+        "with Optuna: plain, then recycled (each trial starts from the best earlier trial's "
+        "weights, shrunk and perturbed, distils from the earlier trials and trains a budget "
+        "chosen from the sweep's evidence). Prints a table per trial, a summary with the "
+        "sweep-level speed-up and the commands to inspect the registry it filled; writes "
         "a plot. Its SQLite database (both studies and the registry) and teacher blobs live in "
         "--out, which is cleaned of an earlier demo's files first.",
     )
@@ -56,10 +58,13 @@ def _demo(args: argparse.Namespace) -> int:
         f"swept twice (plain, then recycled); CPU, torch threads: {opts.threads}"
     )
     print(
-        "recycled sweep: RecycleConfig defaults (KD: mse on standardised logits, weight 1, "
-        "every step; pool: the best 5 earlier trials, 1 sampled per step, refreshed each "
-        "epoch) plus distill.cache: true (teacher logits reused by sample id: exact here, "
-        "no augmentation) and teachers.seed"
+        "recycled sweep: the best mode of sweep_speedup.py: RecycleConfig defaults (KD: mse on "
+        "standardised logits, weight 1, every step; pool: the best 5 earlier trials, 1 sampled "
+        "per step) plus init: {from: best, shrink: 0.5, perturb: 0.1} (shrink-and-perturb "
+        "from the best earlier trial), budget: {scale: auto, min: 0.25, max: 0.5} (a trial "
+        "with teachers trains a quarter to a half of its plan, chosen from when earlier "
+        "recycled trials reached their best teacher), distill.cache: true (exact here: no "
+        "augmentation) and teachers.seed"
     )
     begin = time.perf_counter()
     plain, recycled = run_demo(opts, progress=_progress)

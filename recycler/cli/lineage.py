@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .._storage import TeacherNotFoundError, TeacherRecord
+from .._storage import StorageError, TeacherRecord
 from ._base import Parser, Subparsers, non_negative_int, open_registry, print_json
 from ._format import lineage_table, to_json
 
@@ -38,7 +38,7 @@ def _lineage(args: argparse.Namespace) -> int:
     for teacher_id in sorted({r.teacher_id for r in records}):
         try:
             teachers[teacher_id] = registry.get(teacher_id)
-        except TeacherNotFoundError:
+        except StorageError:  # gone, or a malformed row: the lineage is still shown
             teachers[teacher_id] = None
     print(lineage_table(records, teachers))
     return 0

@@ -1,4 +1,4 @@
-"""``recycler teachers list|show|verify|gc``: find, inspect, re-check and clean up teachers."""
+"""``recycler teachers list|show|verify|restore|gc``: find, inspect, re-check, clean up."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ._base import (
     positive_int,
     print_json,
 )
-from ._format import teacher_details, teachers_table, to_json
+from ._format import cell, teacher_details, teachers_table, to_json
 
 _STATUSES = ", ".join(s.value for s in Status)
 
@@ -66,18 +66,32 @@ def add(sub: Subparsers, common: Parser) -> None:
     p = actions.add_parser(
         "verify",
         parents=[common],
-        help="re-check every READY blob; quarantine bad ones (exit 1 if any)",
-        description="Re-read every READY teacher's blob and check its sha256; a missing or "
-        "corrupt blob quarantines its teacher. Exit code 1 if any teacher was quarantined.",
+        help="re-check every READY blob; quarantine bad ones (exit 1 if any problem)",
+        description="Re-read every READY teacher's blob and check its size and sha256; a "
+        "missing or corrupt blob quarantines its teacher. A blob that cannot be read this time "
+        "and a malformed READY row are reported and left as they are. Exit code 1 if anything "
+        "was found.",
     )
     _add_json(p)
     p.set_defaults(handler=_verify)
 
     p = actions.add_parser(
+        "restore",
+        parents=[common],
+        help="bring a QUARANTINED teacher back once its blob verifies",
+        description="Re-read a QUARANTINED teacher's blob (size, sha256, safetensors) and make "
+        "it READY again if it verifies; a blob that still fails leaves it QUARANTINED (exit 2).",
+    )
+    p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
+    _add_json(p)
+    p.set_defaults(handler=_restore)
+
+    p = actions.add_parser(
         "gc",
         parents=[common],
         help="remove blobs of deleted teachers, orphan blobs and stale PENDING rows",
-        description="Remove blobs no live teacher needs (never one a reader holds a lease on), "
+        description="Remove blobs no live teacher needs (never one a reader holds a lease on, "
+        "nor one another registry sharing the blob store references), and orphan blobs, "
         "PENDING rows and temporary files older than the grace period.",
     )
     p.add_argument(
@@ -85,7 +99,12 @@ def add(sub: Subparsers, common: Parser) -> None:
         type=non_negative_float,
         default=3600.0,
         metavar="SECONDS",
-        help="leave PENDING rows and temp files younger than this (default: 3600)",
+        help="leave orphan blobs, PENDING rows and temp files younger than this (default: 3600)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="change nothing; list the blobs that would be removed",
     )
     _add_json(p)
     p.set_defaults(handler=_gc)
@@ -133,28 +152,63 @@ def _verify(args: argparse.Namespace) -> int:
     registry = open_registry(args)
     _require_blob_folder(registry)
     report = registry.verify()
+    problems = {
+        "quarantined": report.quarantined,
+        "unreadable": report.unreadable,
+        "malformed": report.malformed,
+    }
     if args.json:
-        print_json({"checked": report.checked, "ok": report.ok, "quarantined": report.quarantined})
+        out: dict[str, object] = {"checked": report.checked, "ok": report.ok}
+        out.update(problems)
+        out["reasons"] = {str(k): v for k, v in report.reasons.items()}
+        print_json(out)
     else:
         bad = report.quarantined
-        print(f"checked {report.checked} READY teachers: {report.ok} ok, {len(bad)} quarantined")
-        if bad:
-            print("quarantined ids: " + " ".join(str(i) for i in bad))
-    return 1 if report.quarantined else 0
+        line = f"checked {report.checked} READY teachers: {report.ok} ok, {len(bad)} quarantined"
+        for name in ("unreadable", "malformed"):
+            if problems[name]:
+                line += f", {len(problems[name])} {name}"
+        print(line)
+        for name, ids in problems.items():
+            if ids:
+                print(f"{name} ids: " + " ".join(str(i) for i in ids))
+        for teacher_id, why in report.reasons.items():
+            if teacher_id not in bad:
+                print(f"  {teacher_id}: {cell(why)}")
+    return 1 if any(problems.values()) else 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    registry = open_registry(args)
+    _require_blob_folder(registry)
+    record = registry.restore(args.id)
+    if args.json:
+        print_json(to_json(record))
+    else:
+        print(f"teacher {record.id} is {record.status.value}: its blob verified")
+    return 0
 
 
 def _gc(args: argparse.Namespace) -> int:
     registry = open_registry(args)
     _require_blob_folder(registry)
-    report = registry.gc(grace_seconds=args.grace)
+    report = registry.gc(grace_seconds=args.grace, dry_run=args.dry_run)
     if args.json:
         print_json(dataclasses.asdict(report))
-    else:
-        print(
-            f"removed {report.blobs_removed} blobs of deleted teachers, "
-            f"{report.orphans_removed} orphan blobs, {report.pending_removed} stale PENDING rows, "
-            f"{report.temp_removed} temporary files; kept {report.kept_leased} leased blobs"
-        )
+        return 0
+    verb = "would remove" if report.dry_run else "removed"
+    print(
+        f"{verb} {report.blobs_removed} blobs of deleted teachers, "
+        f"{report.orphans_removed} orphan blobs, {report.pending_removed} stale PENDING rows, "
+        f"{report.temp_removed} temporary files; kept {report.kept_leased} leased blobs, "
+        f"{report.kept_young} orphans younger than {args.grace:g} s, {report.kept_shared} "
+        "blobs other registries use"
+    )
+    if report.dry_run:
+        for key in report.removed:
+            print(f"  {key}")
+    for error in report.errors:
+        print(f"  not handled: {cell(error)}")
     return 0
 
 

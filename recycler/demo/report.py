@@ -98,8 +98,8 @@ def summarize(plain: Sweep, recycled: Sweep) -> Summary:
 def trial_table(plain: Sweep, recycled: Sweep, target: float) -> str:
     """One row per trial of both sweeps."""
     head = (
-        "sweep", "trial", "lr", "teachers", f"epochs to {target:.3f}", "final acc",
-        "wall-clock", "teacher fwd",
+        "sweep", "trial", "lr", "teachers", "start", "epochs", f"epochs to {target:.3f}",
+        "final acc", "wall-clock", "teacher fwd",
     )  # fmt: skip
     rows: list[tuple[str, ...]] = [head]
     for sweep in (plain, recycled):
@@ -119,11 +119,14 @@ def _row(name: str, run: TrialRun, target: float) -> tuple[str, ...]:
     reached = run.epochs_to(target)
     kd = run.kd
     overhead = "-" if not kd else f"{100 * kd.get('overhead', 0.0):.0f}%"
+    parent = kd.get("init_parent")
     return (
         name,
         str(run.number),
         f"{run.lr:.4f}",
         "-" if not kd else str(len(kd.get("pool", []))),
+        "fresh" if parent is None else f"#{parent}",
+        str(len(run.accuracy)),
         "-" if reached is None else str(reached),
         f"{run.final:.3f}",
         f"{run.seconds:.1f} s",
@@ -137,16 +140,12 @@ def summary_text(s: Summary, trials: int) -> str:
     def reach(seconds: float | None, epochs: int | None) -> str:
         return "never" if seconds is None else f"after {seconds:.1f} s ({epochs} epochs)"
 
-    speedup = ""
-    if s.plain_to_target_s and s.recycled_to_target_s:
-        ratio = s.plain_to_target_s / s.recycled_to_target_s
-        speedup = f" ({ratio:.2f}x sooner)" if ratio >= 1 else f" ({1 / ratio:.2f}x later)"
     return "\n".join(
         [
             f"target: the plain sweep's best final accuracy, {s.target:.3f}",
             f"  plain sweep reached it    {reach(s.plain_to_target_s, s.plain_to_target_ep)}",
-            f"  recycled sweep reached it "
-            f"{reach(s.recycled_to_target_s, s.recycled_to_target_ep)}{speedup}",
+            f"  recycled sweep reached it {reach(s.recycled_to_target_s, s.recycled_to_target_ep)}",
+            speedup_text(s),
             f"best accuracy at equal wall-clock ({s.equal_s:.1f} s): "
             f"plain {s.plain_at_equal:.3f}, recycled {s.recycled_at_equal:.3f}",
             f"best final accuracy: plain {s.plain_best_final:.3f}, "
@@ -160,6 +159,20 @@ def summary_text(s: Summary, trials: int) -> str:
             f"twins {s.twins_s:.1f} s ({_percent(s.taught_s, s.twins_s)}); 'teacher fwd' is "
             "only the teachers' share of the step time",
         ]
+    )
+
+
+def speedup_text(s: Summary) -> str:
+    """The sweep-level speed-up: the recycled sweep's time to the target over the plain's."""
+    if s.recycled_to_target_s is None:
+        return "sweep-level speed-up: none, the recycled sweep never reached the target"
+    if not s.plain_to_target_s:
+        return "sweep-level speed-up: n/a"
+    ratio = s.recycled_to_target_s / s.plain_to_target_s
+    how = f"{1 / ratio:.2f}x sooner" if ratio <= 1 else f"{ratio:.2f}x later"
+    return (
+        f"sweep-level speed-up: the recycled sweep reached the target in {ratio:.2f}x the plain "
+        f"sweep's wall-clock ({how})"
     )
 
 

@@ -12,8 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,8 +24,8 @@ from typing import Any
 import optuna
 import torch
 
-from .._storage import Registry
-from ..config import DistillConfig, RecycleConfig, TeachersConfig
+from .._storage import LocalBlobStore, Registry, SchemaError, StorageError
+from ..config import BudgetConfig, DistillConfig, InitConfig, RecycleConfig, TeachersConfig
 from ..distiller import Distiller
 from ..integrations.optuna import ATTR_KEY, recycle
 from .task import ConvNet1D, Split, load_mnist1d
@@ -36,7 +36,12 @@ DB_NAME = "demo.db"
 TEACHERS = "teachers"
 PLOT = "sweep.png"
 LEFTOVERS = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", PLOT)
+#: The file a demo leaves in its folder: only a folder holding it is ever cleaned.
+MARKER = ".recycler-demo"
 STUDIES = {"plain": "demo-plain", "recycled": "demo-recycled"}
+#: The recycled sweep's budget and init (``sweep_speedup.py``'s ``sp-kd-auto``).
+RECYCLED_BUDGET: dict[str, Any] = {"scale": "auto", "min": 0.25, "max": 0.5}
+RECYCLED_INIT: dict[str, Any] = {"source": "best", "shrink": 0.5, "perturb": 0.1}
 
 
 @dataclass(frozen=True)
@@ -83,13 +88,21 @@ class DemoOptions:
         return self.out / TEACHERS
 
     def config(self, registry: str | None = None, blobs: str | None = None) -> RecycleConfig:
-        """The recycled sweep's configuration: the defaults, plus seeded teacher sampling and
-        the teacher-logit cache (exact here: fixed sample ids, no augmentation)."""
+        """The recycled sweep's configuration: the best mode ``sweep_speedup.py`` measured.
+
+        The defaults (KD from the 5 best earlier trials, one sampled per step), plus
+        shrink-and-perturb from the best earlier trial (``init``), a budget chosen from the
+        sweep's own evidence within a quarter and a half of the plan (``budget: auto``), the
+        teacher-logit cache (exact here: fixed sample ids, no augmentation) and seeded teacher
+        sampling. The library's defaults stay as they are (whole plans, fresh starts).
+        """
         return RecycleConfig(
             registry=registry or self.url,
             blobs=blobs or str(self.blobs.resolve()),
             distill=DistillConfig(cache=True),
             teachers=TeachersConfig(seed=self.seed),
+            budget=BudgetConfig(**RECYCLED_BUDGET),
+            init=InitConfig(**RECYCLED_INIT),
         )
 
 
@@ -131,19 +144,75 @@ class Sweep:
 
 
 def clean(out: Path, url: str) -> list[str]:
-    """Remove what an earlier demo left in ``out`` (only the demo's own files); their names."""
+    """Remove what an earlier demo left in ``out`` (only the demo's own files); their names.
+
+    Only a folder an earlier demo marked (``MARKER``) is cleaned, and in ``teachers/`` only the
+    blobs the demo's own registry registered (never one another registry references): a
+    folder that holds a real registry, or any file the demo did not make, is left alone.
+    Files of the demo's names in an unmarked folder raise ``ValueError``; nothing is removed.
+    """
     # registry engines are cached per process and URL: one still open on the old file would
     # keep reading it after the unlink (a second demo in one Python process)
     Registry(url, out / TEACHERS).close()
+    found = [name for name in (*LEFTOVERS, TEACHERS) if (out / name).exists()]
+    if not (out / MARKER).is_file():
+        if found:
+            raise ValueError(
+                f"{out} holds {', '.join(found)}, which no earlier demo made there (it has no "
+                f"{MARKER} file): pick another --out; nothing was removed"
+            )
+        return []
+    blobs = _remove_demo_blobs(out, url)
     removed = []
     for name in LEFTOVERS:
         if (out / name).exists():
             (out / name).unlink()
             removed.append(name)
-    if (out / TEACHERS).is_dir():
-        shutil.rmtree(out / TEACHERS)
-        removed.append(TEACHERS + "/")
+    (out / MARKER).unlink()
+    return [*removed, TEACHERS + "/"] if blobs else removed
+
+
+def _remove_demo_blobs(out: Path, url: str) -> bool:
+    """Delete the blobs the demo's registry holds (none another registry uses); True if any."""
+    if not (out / DB_NAME).is_file():
+        return False
+    registry = Registry(url, out / TEACHERS, create=False)
+    try:
+        try:
+            records = registry.query(status=None)
+        except SchemaError:  # an older demo's schema: it is ours, upgrade to read it
+            registry.upgrade()
+            records = registry.query(status=None)
+        keys = {r.blob_key for r in records}
+        removed = False
+        store = registry.blobs
+        owner = registry._owner()
+        for key in sorted(keys):
+            if not isinstance(store, LocalBlobStore) or store.ref_owners(key) - {owner}:
+                continue  # another registry references it: not the demo's alone
+            if store.exists(key):
+                store.delete(key)
+                removed = True
+            store.drop_ref(owner, key)
+        store.remove_stale_temp(time.time())
+    except StorageError:
+        return False
+    finally:
+        registry.close()
+    _prune_empty(out / TEACHERS)
     return removed
+
+
+def _prune_empty(folder: Path) -> None:
+    """Remove the empty folders under ``folder`` (and it, if empty); files are never touched."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for sub in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if sub.is_dir() and not sub.is_symlink():
+            with contextlib.suppress(OSError):
+                sub.rmdir()  # only empty ones go
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 class SweepRunner:
@@ -227,6 +296,8 @@ class SweepRunner:
 
 def _trial_line(kind: str, run: TrialRun, opts: DemoOptions) -> str:
     teachers = f", {len(run.kd.get('pool', []))} teachers" if kind == "recycled" else ""
+    if run.kd.get("init_parent") is not None:
+        teachers += f", from teacher {run.kd['init_parent']}"
     done = f"accuracy {run.final:.3f}" if run.accuracy else "failed"
     return (
         f"  {kind:<8} trial {run.number + 1}/{opts.trials}  lr {run.lr:.4f}{teachers}: "
@@ -259,6 +330,7 @@ def run_demo(opts: DemoOptions, progress: Progress = print) -> tuple[Sweep, Swee
     removed = clean(opts.out, opts.url)
     if removed:
         progress(f"removed the previous demo run from {opts.out}/: {', '.join(removed)}")
+    (opts.out / MARKER).write_text("made by `recycler demo`: it cleans only its own files\n")
     threads = torch.get_num_threads()
     torch.set_num_threads(opts.threads)
     level = optuna.logging.get_verbosity()

@@ -88,7 +88,10 @@ class Run:
         self.gen = torch.Generator().manual_seed(seed)
         self.epochs_done = 0
         if kd is not None:
+            # with ``budget`` a trial that has a pool trains fewer epochs (and ``init`` may set
+            # its weights): the loop and its cosine schedule follow the effective plan
             kd.attach(model).plan(epochs=epochs, steps_per_epoch=self.steps_per_epoch)
+            self.epochs = kd.epochs or epochs
 
     def set_hyperparameters(self, *, lr: float, weight_decay: float) -> None:
         """New peak learning rate and weight decay from the next step on."""
@@ -182,7 +185,7 @@ def train(
     )
     result = TrainResult()
     start = time.perf_counter()
-    for epoch in range(epochs):
+    for epoch in range(run.epochs):  # the effective plan: fewer epochs under ``budget``
         result.accuracy.append(run.epoch())
         result.seconds.append(time.perf_counter() - start)
         if on_epoch is not None and on_epoch(epoch, result.accuracy[-1]):

@@ -64,25 +64,32 @@ def register_teacher(
 ) -> TeacherRecord:
     """Store a trial's weights as a teacher (the one place a trial becomes a teacher).
 
-    Raises :class:`~storage.StorageError` (or ``OSError``) when the registry fails.
+    Entries of the state dict that are not tensors (a module's ``_extra_state``) are left
+    out. Raises :class:`~storage.StorageError` (or ``OSError``) when the registry fails, and
+    also when the weights or the trial's params cannot be stored: the caller records it, and
+    the trial's own result is never lost.
     """
-    return registry.register(
-        state_dict,
-        study=identity.study,
-        trial_number=identity.number,
-        trial_id=identity.id,
-        framework=identity.framework,
-        params=identity.params,
-        metric_name=identity.metric_name,
-        metric_value=metric,
-        direction=identity.direction,
-        step=step,
-        epoch=epoch,
-        final=final,
-        trial_state=state,
-        output_signature=signature or "",
-        tags=tags,
-    )
+    try:
+        return registry.register(
+            state_dict,
+            study=identity.study,
+            trial_number=identity.number,
+            trial_id=identity.id,
+            framework=identity.framework,
+            params=identity.params,
+            metric_name=identity.metric_name,
+            metric_value=metric,
+            direction=identity.direction,
+            step=step,
+            epoch=epoch,
+            final=final,
+            trial_state=state,
+            output_signature=signature or "",
+            tags=tags,
+            skip_non_tensors=True,
+        )
+    except (TypeError, ValueError) as exc:
+        raise StorageError(f"the model could not be stored: {type(exc).__name__}: {exc}") from exc
 
 
 def checkpoint_due(every: Time | None, clock: Clock | None, last_step: int) -> bool:

@@ -48,16 +48,23 @@ class KDStep:
         sample_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         indices = self.sampler.sample(len(pool))
-        if pool.unchecked and pool.check_outputs(indices, inputs, student_logits):
-            return None  # a teacher without a recorded signature did not fit: it left the pool
-        teacher, prepared, finite = self._teacher_logits(
-            pool, indices, inputs, student_logits, sample_ids
-        )
+        ids = pool.ids(indices)
+        if self.only_correct and target is None:
+            teacher_correct(student_logits, target, mask)  # the user's error: raises, says how
         if mask is None and target is not None and student_logits.dim() == 3:
             mask = target != -100
-        if self.only_correct:
-            mask = teacher_correct(teacher, target, mask)
-        kd = self.term(student_logits, teacher, mask, prepared=prepared)
+        try:  # the teachers' side: a forward that raises (a shape mismatch) drops the teacher
+            if pool.unchecked and pool.check_outputs(indices, inputs, student_logits):
+                return None  # a teacher without a recorded signature did not fit: it left
+            teacher, prepared, finite = self._teacher_logits(
+                pool, indices, inputs, student_logits, sample_ids
+            )
+            if self.only_correct:
+                mask = teacher_correct(teacher, target, mask)
+            kd = self.term(student_logits, teacher, mask, prepared=prepared)
+        except Exception as exc:
+            _drop_failing(pool, ids, inputs, student_logits, exc)
+            return None  # this step trains on the task loss alone
         # the quality gate: one scalar check, unless the rows were checked when cached
         if self.gate and not finite and not math.isfinite(kd.detach().item()):
             _drop_non_finite(pool, indices, inputs)
@@ -85,6 +92,41 @@ class KDStep:
             out = cached_logits(self.cache, pool, indices, inputs, ids, largest, prepare)
         self.accounting.teacher_s += time.perf_counter() - start
         return out
+
+
+def _drop_failing(
+    pool: TeacherPool,
+    ids: list[int],
+    inputs: Inputs,
+    student_logits: torch.Tensor,
+    exc: Exception,
+) -> None:
+    """A step's teachers failed (``exc``): drop each one that fails alone, or whose logits
+    differ in shape from the student's; if none does, drop them all (the step cannot tell)."""
+    where = {rec.id: n for n, rec in enumerate(pool.records)}  # positions now (some may be gone)
+    ids = [tid for tid in ids if tid in where]
+    culprits: dict[int, str] = {}
+    for tid in ids:
+        i = where[tid]
+        try:
+            (out,) = pool.each_logits([i], inputs)
+        except Exception as own:
+            culprits[tid] = f"its forward raised {_brief(own)}"
+            continue
+        if out.shape != student_logits.shape:
+            culprits[tid] = (
+                f"its logits have shape {tuple(out.shape)}, the student's "
+                f"{tuple(student_logits.shape)}"
+            )
+    if not culprits:
+        culprits = {tid: f"the KD step failed with it: {_brief(exc)}" for tid in ids}
+    for tid, why in culprits.items():
+        pool.drop(tid, why)
+
+
+def _brief(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _drop_non_finite(pool: TeacherPool, indices: list[int], inputs: Inputs) -> None:

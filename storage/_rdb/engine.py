@@ -3,6 +3,11 @@
 Every use of a connection goes through :func:`reading` or :func:`writing`, and both translate
 every database error (SQLAlchemy's, the driver's, the connection pool's timeout) into a
 ``StorageError`` in one place, :func:`translate`: no SQLAlchemy exception leaves ``storage``.
+
+Lock waits are bounded on both backends: a read waits at most ``READ_WAIT_S`` for a lock
+another connection holds, a write ``WRITE_WAIT_S`` unless it asks for less (a reader's lease
+asks for ``LEASE_WAIT_S``); then it fails with ``RegistryUnavailableError`` ("busy"). SQLite
+bounds the wait with ``PRAGMA busy_timeout``, PostgreSQL with ``lock_timeout``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from .._errors import ConfigurationError, ConflictError, RegistryUnavailableErro
 from .._urls import display_url, file_of, parse_db_url, redact, scrub
 
 _WRITE = "recycler_write"
-_BUSY_TIMEOUT_S = 60.0
+_WAIT = "recycler_wait_s"
+#: The longest a write waits for a lock held by another connection (seconds).
+WRITE_WAIT_S = 60.0
+#: The longest a read waits for a lock (training threads read: they must not stall).
+READ_WAIT_S = 2.0
+#: The longest a reader's lease write waits; a lease not taken in time is skipped.
+LEASE_WAIT_S = 0.5
+_BUSY_TIMEOUT_S = WRITE_WAIT_S
 _BACKGROUND = re.compile(r"\s*\(Background on this error at:[^)]*\)\s*$")
 
 
@@ -97,9 +109,29 @@ def _set_wal(cur: Any) -> None:
             cur.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc):  # a read-only file or folder: read it as it is
+                return
             if "locked" not in str(exc) or attempt == 49:
                 raise
             time.sleep(0.02 * (attempt + 1))
+
+
+def enable_wal(engine: Engine) -> None:
+    """Put a SQLite file database in WAL mode (it stays so); nothing for other databases.
+
+    Called once the schema is known to be ours (``schema``), never on connecting: a database
+    this library refuses (a newer schema, not a recycler one) is left exactly as it was.
+    """
+    if engine.dialect.name != "sqlite" or file_of(engine.url) is None:
+        return
+    with _translated(engine):
+        raw = engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            _set_wal(cur)
+            cur.close()
+        finally:
+            raw.close()
 
 
 def dispose_all() -> None:
@@ -146,7 +178,7 @@ def _create_parsed(parsed: URL, limits: PoolLimits) -> Engine:
         _configure_sqlite(engine)
         return engine
     options: dict[str, Any] = {"pool_size": 4, "max_overflow": 4, **limits.options()}
-    return create_engine(
+    engine = create_engine(
         parsed,
         pool_pre_ping=True,
         pool_recycle=1800,
@@ -154,6 +186,25 @@ def _create_parsed(parsed: URL, limits: PoolLimits) -> Engine:
         connect_args={"connect_timeout": 10},
         **options,
     )
+    _configure_postgresql(engine)
+    return engine
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # every statement waits at most READ_WAIT_S for a lock; writes set their own bound
+        cur = dbapi_conn.cursor()
+        cur.execute(f"SET lock_timeout = {int(READ_WAIT_S * 1000)}")
+        cur.close()
+        dbapi_conn.commit()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        options = conn.get_execution_options()
+        if options.get(_WRITE, False):
+            wait = float(options.get(_WAIT, WRITE_WAIT_S))
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(wait * 1000))}")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -162,14 +213,20 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
-        _set_wal(cur)
         cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_WRITE, False)
+        options = conn.get_execution_options()
+        immediate = options.get(_WRITE, False)
+        wait = float(options.get(_WAIT, WRITE_WAIT_S if immediate else READ_WAIT_S))
+        busy_ms = max(1, int(wait * 1000))
+        info = conn.connection.info
+        if info.get("busy_ms") != busy_ms:  # a pragma only when the bound changes
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {busy_ms}")
+            info["busy_ms"] = busy_ms
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
@@ -181,10 +238,16 @@ def reading(engine: Engine) -> Iterator[Connection]:
 
 
 @contextlib.contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, so writers queue instead of failing."""
+def writing(engine: Engine, *, wait_s: float | None = None) -> Iterator[Connection]:
+    """A write transaction: ``BEGIN IMMEDIATE`` on SQLite, so writers queue instead of failing.
+
+    It waits at most ``wait_s`` (default ``WRITE_WAIT_S``) for a lock another connection holds.
+    """
     with _translated(engine), engine.connect() as conn:
-        conn = conn.execution_options(**{_WRITE: True})
+        options: dict[str, Any] = {_WRITE: True}
+        if wait_s is not None:
+            options[_WAIT] = float(wait_s)
+        conn = conn.execution_options(**options)
         with conn.begin():
             yield conn
 
@@ -221,6 +284,11 @@ def translate(engine: Engine, exc: Exception) -> StorageError:
         )
     orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
     said = scrub(_first_line(orig), secret)
+    if _is_lock_timeout(orig):
+        return RegistryUnavailableError(
+            f"registry {shown} is busy: {said} (another connection holds a lock; "
+            "nothing was changed, try again later)"
+        )
     if isinstance(exc, sa_exc.DBAPIError) and (
         exc.connection_invalidated
         or (
@@ -245,6 +313,14 @@ def _driver_errors(engine: Engine) -> tuple[type[BaseException], ...]:
     error = getattr(dbapi, "Error", None)
     found: tuple[type[BaseException], ...] = (sqlite3.Error,)
     return (*found, error) if isinstance(error, type) else found
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    """A lock wait that ran out: SQLite's "database is locked", PostgreSQL's 55P03."""
+    if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available (lock_timeout)
+        return True
+    text = str(exc).lower()
+    return "database is locked" in text or "lock timeout" in text
 
 
 def _is_connect_failure(exc: sa_exc.DBAPIError) -> bool:

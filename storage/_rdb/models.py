@@ -82,3 +82,12 @@ class LineageRow(Base):
     weight: Mapped[float] = mapped_column(Float)
     overhead: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MetaRow(Base):
+    """A row of ``recycler_meta``: one named value of the registry (e.g. ``registry_id``)."""
+
+    __tablename__ = "recycler_meta"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -8,11 +8,11 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, inspect, text
 
 from .._errors import SchemaError
-from .engine import reading, writing
+from .engine import enable_wal, reading, writing
 
 VERSION_TABLE = "recycler_schema"
 #: Revisions this library knows, oldest first; the last one is the current schema.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004")
 HEAD = REVISIONS[-1]
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK_ID = zlib.crc32(b"recycler_schema")
@@ -41,6 +41,7 @@ def ensure_schema(engine: Engine, url: str, *, create: bool = True) -> str:
         version = current_version(conn)
     check_known(version, url)
     if version == HEAD:
+        enable_wal(engine)  # only now: a refused (newer, foreign) file is left as it was
         return version
     if version is not None:
         raise SchemaError(
@@ -60,10 +61,11 @@ def upgrade(engine: Engine, url: str, *, target: str = HEAD, only_if_empty: bool
         version = current_version(conn)
         check_known(version, url)
         if version is not None and only_if_empty:
-            return version
+            return version  # another process created it meanwhile (and switched it to WAL)
         if version != target:
             _alembic_upgrade(conn, target)
-        return target
+    enable_wal(engine)  # outside the transaction: SQLite switches journal modes only there
+    return target
 
 
 def _alembic_upgrade(conn: Connection, target: str) -> None:

@@ -32,27 +32,37 @@ def test_quick_demo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
     assert "CPU, torch threads: 1" in text
     assert len(re.findall(r"^  (plain|recycled) +trial \d/3 ", text, re.M)) == 6  # progress
-    rows = re.findall(r"^(plain|recycled) +(\d) +([\d.]+) +(-|\d) +(-|\d+) +([\d.]+) +([\d.]+) s",
-                      text, re.M)  # fmt: skip
+    rows = re.findall(r"^(plain|recycled) +(\d) +([\d.]+) +(-|\d) +(fresh|#\d+) +(\d+) +(-|\d+) "
+                      r"+([\d.]+) +([\d.]+) s", text, re.M)  # fmt: skip
     assert [(r[0], r[1]) for r in rows] == [
         (k, str(i)) for k in ("plain", "recycled") for i in range(3)
     ]
     plain, recycled = rows[:3], rows[3:]
     assert [r[2] for r in plain] == [r[2] for r in recycled]  # the same learning rates, in order
     assert [r[3] for r in recycled] == ["0", "1", "2"]  # teachers in the pool: the earlier trials
-    assert recycled[0][5] == plain[0][5]  # trial 0 has no teacher: the same run as plain's
-    target = max(float(r[5]) for r in plain)
+    assert recycled[0][7] == plain[0][7]  # trial 0 has no teacher: the same run as plain's
+    # plain trials and recycled trial 0 start fresh and train the whole plan (20 epochs); the
+    # others start from an earlier teacher (init) and train a quarter to a half of it (budget)
+    assert [(r[4], r[5]) for r in plain] == [("fresh", "20")] * 3
+    assert (recycled[0][4], recycled[0][5]) == ("fresh", "20")
+    assert all(r[4].startswith("#") for r in recycled[1:])
+    assert recycled[1][5] == "10"  # budget auto without evidence yet: its max, 0.5
+    assert all(5 <= int(r[5]) <= 10 for r in recycled[1:])
+    target = max(float(r[7]) for r in plain)
     assert f"target: the plain sweep's best final accuracy, {target:.3f}" in text
     for line in ("plain sweep reached it", "recycled sweep reached it",
                  "best accuracy at equal wall-clock", "best final accuracy"):  # fmt: skip
         assert line in text
+    assert re.search(r"^sweep-level speed-up: (the recycled sweep reached the target in "
+                     r"[\d.]+x the plain sweep's wall-clock \([\d.]+x (sooner|later)\)|none, .*)$",
+                     text, re.M)  # fmt: skip
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # the registry it filled: one READY teacher per recycled trial, lineage to earlier ones
     registry = Registry(f"sqlite:///{out / 'demo.db'}", out / "teachers")
     teachers = registry.query(study="demo-recycled")
     assert [t.trial_number for t in teachers] == [0, 1, 2]
-    assert [f"{t.metric_value:.3f}" for t in teachers] == [r[5] for r in recycled]
+    assert [f"{t.metric_value:.3f}" for t in teachers] == [r[7] for r in recycled]
     assert registry.query(study="demo-plain") == []
     for row in registry.lineage("demo-recycled"):
         assert registry.get(row.teacher_id).trial_number < row.trial_number

@@ -80,8 +80,11 @@ def sha_file(path: Path) -> str:
 
 
 def store_files(root: Path) -> set[str]:
-    """Every file under ``root``, as POSIX paths relative to it."""
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    """Every file under ``root``, as POSIX paths relative to it, but the registries'
+    references (``refs/``: one empty file per blob a registry uses, see ``storage.blobs._refs``).
+    """
+    found = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    return {f for f in found if not f.startswith("refs/")}
 
 
 def scalar(url: str, sql: str, **params: Any) -> Any:

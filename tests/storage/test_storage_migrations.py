@@ -36,7 +36,7 @@ def test_revisions_constant_matches_the_migration_scripts() -> None:
     oldest_first = tuple(reversed([r.revision for r in script.walk_revisions()]))
     assert oldest_first == schema.REVISIONS
     assert script.get_heads() == [schema.HEAD]
-    assert SCHEMA_VERSION == schema.HEAD == "0003"
+    assert SCHEMA_VERSION == schema.HEAD == "0004"
 
 
 def test_models_match_the_migrated_schema(db_url: str, tmp_path: Path) -> None:
@@ -104,13 +104,13 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
     stale = Registry(db_url, tmp_path / "blobs")
     with pytest.raises(SchemaError, match=r"run `recycler db upgrade`") as info:
         stale.query()
-    assert "0001" in str(info.value) and "0003" in str(info.value)
+    assert "0001" in str(info.value) and "0004" in str(info.value)
     with pytest.raises(SchemaError):
         stale.register(tiny_state(0), study="new", trial_number=0)
     assert _counts(db_url)["recycler_teachers"] == 1 and _version(db_url) == "0001"
 
-    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0003"
-    assert _version(db_url) == "0003"
+    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0004"
+    assert _version(db_url) == "0004"
     reg = Registry(db_url, tmp_path / "blobs")
     old = reg.get(old_id)
     assert (old.study, old.trial_number, old.step, old.metric_value) == ("old-study", 7, 3, 0.8)
@@ -126,7 +126,7 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
         old_id, "blob never existed"
     )  # the 0002 column works; 0003 ranked the old row above
     assert reg.get(old_id).reason == "blob never existed"
-    assert reg.upgrade() == "0003"  # upgrading again is a no-op
+    assert reg.upgrade() == "0004"  # upgrading again is a no-op
 
 
 def test_newer_schema_is_refused_and_nothing_is_written(db_url: str, tmp_path: Path) -> None:
