@@ -30,10 +30,14 @@ def test_quick_run_times_every_mode_and_judges_every_target() -> None:
     out = done.stdout
     assert "all-5 fused ran as: wide" in out  # the wide rewrite, no fallback
     assert re.search(r"^2-of-20 epochs: [01]\.\d{3} of the steps distilled$", out, re.M)
-    rows = dict(
-        re.findall(r"^(\S+(?: \S+)*?)\s+(\d+\.\d{3})\s+\d+\.\d{3}\s+\d+\.\d{3}$", out, re.M)
-    )
+    steps, _, whole = out.partition("Whole trials (")
+    row = r"^(\S+(?: \S+)*?)\s+(\d+\.\d{3})\s+\d+\.\d{3}\s+\d+\.\d{3}$"
+    rows = dict(re.findall(row, steps, re.M))
     assert list(rows) == MODES
     assert float(rows["plain"]) > 0
-    verdicts = re.findall(r"\(<= [\d.]+\): (met|MISSED)$", out, re.M)
+    verdicts = re.findall(r"\(<= [\d.]+\): (met|MISSED)$", steps, re.M)
     assert len(verdicts) == 4
+    # the whole-trial table: every mode as complete trials, both targets judged
+    assert whole.startswith("3 epochs x 10 steps, pool of 5, sample-1)")
+    assert list(dict(re.findall(row, whole, re.M))) == ["plain", "floor", "online", "cached"]
+    assert len(re.findall(r"\(<= 1\.08\): (met|MISSED)$", whole, re.M)) == 2
