@@ -8,6 +8,7 @@ import time
 import torch
 
 from ..config import RecycleConfig
+from ..errors import RecyclerError
 from ..losses import KDTerm
 from ..sampling import StepSampler
 from ..teachers import Inputs, TeacherPool
@@ -62,6 +63,8 @@ class KDStep:
             if self.only_correct:
                 mask = teacher_correct(teacher, target, mask)
             kd = self.term(student_logits, teacher, mask, prepared=prepared)
+        except RecyclerError:
+            raise  # the user's configuration (e.g. the cache without sample ids): say so
         except Exception as exc:
             _drop_failing(pool, ids, inputs, student_logits, exc)
             return None  # this step trains on the task loss alone
