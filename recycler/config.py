@@ -371,12 +371,14 @@ class RecycleConfig(_Section):
         return "RecycleConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 
-def check_locations(config: RecycleConfig) -> None:
+def check_locations(config: RecycleConfig, *, folders: bool = True) -> None:
     """Fail now, with a :class:`ConfigError`, on a registry location that can never work.
 
-    Configuration errors (checked here, before any trial runs): a malformed or unsupported
-    database URL, a SQLite file in a folder that does not exist. Outages (met while trials
-    run, recorded, training goes on): a server that does not answer, a lock, a full disk.
+    Configuration errors (checked here: the URL when an adapter is built, the folder too when
+    the registry is first opened): a malformed or unsupported database URL, a SQLite file in
+    a folder that does not exist. Outages (met while trials run, recorded, training goes on):
+    a server that does not answer, a lock, a full disk. ``folders=False`` checks the URL only
+    (a script may create the folder after decorating its objective).
 
     Example:
         >>> check_locations(RecycleConfig(registry="sqlite://bad.db"))  # doctest: +ELLIPSIS
@@ -388,7 +390,7 @@ def check_locations(config: RecycleConfig) -> None:
         path = sqlite_file(config.registry)
     except StorageError as exc:
         raise ConfigError(f"registry: {exc}") from None
-    if path is None:
+    if path is None or not folders:
         return
     folder = Path(path).expanduser().parent
     if not folder.is_dir():

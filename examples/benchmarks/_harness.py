@@ -221,8 +221,17 @@ def write_outputs(out: Path, stem: str, markdown: str, data: Mapping[str, Any]) 
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / f"{stem}.md", out / f"{stem}.json"
     md.write_text(markdown + "\n", encoding="utf-8")
-    js.write_text(json.dumps(data, indent=1, sort_keys=True, default=_jsonable) + "\n")
+    write_json(js, data)
     return [md, js]
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    """``data`` as JSON at ``path`` (written whole, then renamed: never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(json.dumps(data, indent=1, sort_keys=True, default=_jsonable) + "\n")
+    temp.replace(path)
+    return path
 
 
 def _jsonable(value: Any) -> Any:

@@ -66,6 +66,7 @@ from _harness import (
     pct,
     plot_lines,
     train_curve,
+    write_json,
     write_outputs,
 )
 
@@ -226,8 +227,10 @@ class Method:
         return out
 
 
-def run_pbt(task: Task, trials: list[Params], seed: int, workdir: Path) -> Trace:
-    from _pbt import pbt_sweep
+def run_pbt(task: Task, trials: list[Params], seed: int, workdir: Path, ip: str) -> Trace:
+    """PBT over the sweep's population, on a local Ray started for it and stopped after
+    (a Ray left running for the whole benchmark would tie its fate to Ray's)."""
+    from _pbt import pbt_sweep, start_ray, stop_ray
 
     population = [
         {
@@ -238,13 +241,17 @@ def run_pbt(task: Task, trials: list[Params], seed: int, workdir: Path) -> Trace
         }
         for i, p in enumerate(trials)
     ]
-    return pbt_sweep(
-        population,
-        task,
-        bounds={"lr": LR, "weight_decay": WD},
-        seed=seed,
-        workdir=workdir,
-    )
+    temp = start_ray(ip)
+    try:
+        return pbt_sweep(
+            population,
+            task,
+            bounds={"lr": LR, "weight_decay": WD},
+            seed=seed,
+            workdir=workdir,
+        )
+    finally:
+        stop_ray(temp)
 
 
 # -- measures over traces and curves --------------------------------------------------------
@@ -374,8 +381,8 @@ def run_seed(
                 )
         traces = {m: method.trace() for m, method in methods.items()}
         cpu_traces = {m: method.trace(cpu=True) for m, method in methods.items()}
-        if "pbt" in args.methods and seed < args.pbt_seeds:
-            traces["pbt"] = cpu_traces["pbt"] = run_pbt(task, trials, seed, work)
+        if "pbt" in args.methods and seed < (args.first_seed or 0) + args.pbt_seeds:
+            traces["pbt"] = cpu_traces["pbt"] = run_pbt(task, trials, seed, work, args.ray_ip)
             progress(f"{sweep} seed {seed} pbt        best {max(a for _, a in traces['pbt']):.3f}")
     curves = {m: method.curves for m, method in methods.items()}
     for cs in curves.values():
@@ -675,7 +682,8 @@ def report(
 
 
 def seeds(args: argparse.Namespace) -> list[int]:
-    return list(range(args.seeds or (2 if args.quick else 5)))
+    first = args.first_seed or 0
+    return list(range(first, first + (args.seeds or (2 if args.quick else 5))))
 
 
 def plot(all_results: Mapping[str, list[SeedResult]], path: Path) -> Path:
@@ -719,6 +727,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--sweeps", default=None, help=f"comma-separated subset of {','.join(SWEEPS)} (default all)"
     )
+    ap.add_argument(
+        "--first-seed", type=int, default=None, help="seeds start here (default 0): runs in parts"
+    )
     ap.add_argument("--no-pbt", action="store_true", help="leave Ray Tune PBT out")
     ap.add_argument(
         "--pbt-seeds", type=int, default=None, help="run PBT on the first N seeds (default all)"
@@ -739,6 +750,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.trials = args.trials or (3 if args.quick else 7)
     if args.trials < 2:
         ap.error(f"--trials must be >= 2 (a sweep recycles earlier trials), got {args.trials}")
+    if args.first_seed is not None and args.first_seed < 0:
+        ap.error(f"--first-seed must be >= 0, got {args.first_seed}")
     for name in ("batch", "pbt_seeds"):
         if (value := getattr(args, name)) is not None and value < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -760,23 +773,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     task = make_task(args, epochs=epochs, batch_size=args.batch or 100)
     progress = Progress()
     progress(task.describe())
-    temp = _start_ray(args.ray_ip) if "pbt" in args.methods else None
     start = time.perf_counter()
-    try:
-        with tempfile.TemporaryDirectory(prefix="recycler-warm-") as scratch:
-            warm_up(task, Path(scratch), args.methods)
-        results = {
-            sweep: [run_seed(task, sweep, s, args, progress) for s in seeds(args)]
-            for sweep in args.sweeps
-        }
-    finally:
-        if temp is not None:
-            from _pbt import stop_ray
-
-            stop_ray(temp)
-    took = time.perf_counter() - start
     steps = math.ceil(len(task.data[0].y) / task.batch_size) * task.epochs
     described = f"{task.describe()} ({steps} steps per whole trial)"
+    with tempfile.TemporaryDirectory(prefix="recycler-warm-") as scratch:
+        warm_up(task, Path(scratch), args.methods)
+    results: dict[str, list[SeedResult]] = {}
+    partial = args.out / "sweep_speedup.partial.json"
+    for sweep in args.sweeps:
+        for seed in seeds(args):
+            results.setdefault(sweep, []).append(run_seed(task, sweep, seed, args, progress))
+            # every finished seed is kept: a run stopped midway can be --merge'd
+            data = {
+                "args": vars(args),
+                "task": described,
+                "seconds": time.perf_counter() - start,
+                "results": results,
+            }
+            write_json(partial, data)
+    took = time.perf_counter() - start
     text = report(results, described, args, f"{took / 60:.1f} min")
     data = {
         "args": vars(args),
@@ -785,6 +800,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seconds": took,
         "results": results,
     }
+    partial.unlink(missing_ok=True)
     return _write(args.out, text, data, results)
 
 
@@ -819,12 +835,6 @@ def _write(
     print(text)
     print("\nwrote " + ", ".join(map(str, files)))
     return 0
-
-
-def _start_ray(ip: str) -> str:
-    from _pbt import start_ray
-
-    return start_ray(ip)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,7 @@ class RecycledObjective:
         """The registry every trial of this objective uses (opened on first use)."""
         with self._lock:
             if self._registry is None:
+                check_locations(self.config)  # a missing SQLite folder: one clear error
                 self._registry = Registry(self.config.registry, self.config.blobs)
             if not self._touched:
                 _touch(self._registry)
@@ -265,7 +266,7 @@ def recycle(
 
     cfg = RecycleConfig.coerce(config)  # a bad option fails here, not in the first trial
     if registry is None:
-        check_locations(cfg)  # and so does a registry location that can never work
+        check_locations(cfg, folders=False)  # and so does a URL that can never work
 
     def wrap(func: RecycledFn) -> RecycledObjective:
         return RecycledObjective(

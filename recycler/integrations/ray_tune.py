@@ -110,7 +110,7 @@ def recycled(
         >>> tune.Tuner(trainable, param_space={"lr": tune.uniform(0.01, 0.1)})  # doctest: +SKIP
     """
     checked = RecycleConfig.coerce(config)
-    check_locations(checked)  # a location that can never work fails here, on the driver
+    check_locations(checked, folders=False)  # a URL that can never work fails here
     cfg = shareable(checked).to_dict()
     direction_of(mode)  # fail on the driver, not in every trial
 

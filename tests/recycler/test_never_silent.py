@@ -154,9 +154,14 @@ def test_a_registry_that_can_never_work_fails_at_the_decorator(registry: str, me
     from recycler.integrations.ray_tune import recycled
 
     cfg = {"registry": registry}
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        recycle(config=cfg)
-    with pytest.raises(ConfigError, match=re.escape(message)):
-        recycled(lambda config, kd: None, cfg)
+    if "folder" not in message:  # a folder may still be made after decorating: checked at open
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            recycle(config=cfg)
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            recycled(lambda config, kd: None, cfg)
+    else:
+        assert recycle(config=cfg) is not None
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            recycle(config=cfg)(lambda trial, kd: 0.0).registry  # noqa: B018
     with pytest.raises(ConfigError, match=re.escape(message)):
         Distiller(RecycleConfig.from_dict(cfg), study="s", trial_number=0)
