@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +25,8 @@ import torch
 from torch import nn
 
 ray = pytest.importorskip("ray")
+from _local_ray import LOOPBACK  # noqa: E402
+from _local_ray import local_ray as start_local_ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
@@ -39,24 +40,11 @@ from recycler.integrations.ray_tune import (  # noqa: E402
     trial_number_of,
 )
 from storage import Registry, Status, TeacherRecord  # noqa: E402
-from storage._rdb.engine import dispose_all  # noqa: E402
 
 # Ray's workers cannot import this test module (pytest puts its folder on sys.path only in
 # this process): ship its functions by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-RAY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_DEDUP_LOGS": "0",
-    # Ray's token authentication stays on (its default) with the token from the environment,
-    # so nothing is read from or written to ~/.ray; Ray sets RAY_AUTH_MODE=token itself
-    "RAY_AUTH_TOKEN": uuid.uuid4().hex * 2,
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "RAY_AIR_NEW_OUTPUT": "0",
-}
-# Ray rewrites 127.0.0.1 and localhost to the host's outward address; other 127/8 addresses
-# are left alone, so everything stays on the loopback interface
-LOOPBACK = "127.0.0.2"
 BATCH = 64
 HERE = Path(__file__).parent
 
@@ -157,26 +145,8 @@ def interrupted_sweep(args_json: str) -> None:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray (2 CPUs, loopback, its own temp folder) for the module; always shut down."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in RAY_ENV.items():
-            mp.setenv(key, value)
-        for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-            mp.setenv(key, "")  # recorded, so teardown restores them (and drops Ray's own)
-            mp.delenv(key)
-        temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths are bounded
-        try:
-            ray.init(
-                num_cpus=2,
-                include_dashboard=False,
-                _node_ip_address=LOOPBACK,
-                _temp_dir=temp,
-                log_to_driver=False,
-            )
-            yield
-        finally:
-            ray.shutdown()
-            dispose_all()
-            shutil.rmtree(temp, ignore_errors=True)
+    with start_local_ray("rt"):
+        yield
 
 
 @pytest.fixture

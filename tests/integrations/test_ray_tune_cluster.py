@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 
 ray = pytest.importorskip("ray")
+from _local_ray import LOOPBACK, RAY_ENV  # noqa: E402
 from ray import tune  # noqa: E402
-from test_ray_tune import LOOPBACK, RAY_ENV, digits, run_config, trainable  # noqa: E402
+from test_ray_tune import digits, run_config, trainable  # noqa: E402
 
 from recycler.integrations.ray_tune import RegistryCallback  # noqa: E402
 from storage import Registry  # noqa: E402

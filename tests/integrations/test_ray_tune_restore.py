@@ -11,9 +11,7 @@ show) and its sampler must go on drawing where it stopped two epochs earlier.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +21,9 @@ import pytest
 import torch
 
 ray = pytest.importorskip("ray")
+from _local_ray import local_ray as start_local_ray  # noqa: E402
 from ray import tune  # noqa: E402
-from test_ray_tune import LOOPBACK, RAY_ENV, digits, mlp, recycle_config  # noqa: E402
+from test_ray_tune import digits, mlp, recycle_config  # noqa: E402
 
 from recycler.distiller import Distiller  # noqa: E402
 from recycler.integrations._ray_common import read_meta, read_weights  # noqa: E402
@@ -36,7 +35,6 @@ from recycler.integrations.ray_tune import (  # noqa: E402
     trial_number_of,
 )
 from storage import Registry  # noqa: E402
-from storage._rdb.engine import dispose_all  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -80,26 +78,8 @@ def train(config: dict[str, Any], kd: Distiller) -> None:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A local Ray of 2 CPUs on loopback for this module, as in test_ray_tune.py."""
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in RAY_ENV.items():
-            mp.setenv(key, value)
-        for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-            mp.setenv(key, "")
-            mp.delenv(key)
-        temp = tempfile.mkdtemp(prefix="rr", dir="/tmp")
-        try:
-            ray.init(
-                num_cpus=2,
-                include_dashboard=False,
-                _node_ip_address=LOOPBACK,
-                _temp_dir=temp,
-                log_to_driver=False,
-            )
-            yield
-        finally:
-            ray.shutdown()
-            dispose_all()
-            shutil.rmtree(temp, ignore_errors=True)
+    with start_local_ray("rr"):
+        yield
 
 
 def fill_teachers(registry: Registry, study: str) -> list[int]:

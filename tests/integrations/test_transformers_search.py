@@ -7,9 +7,7 @@ Topic classification (4 help topics of ``pydoc_data.topics``) with a 2-layer BER
 from __future__ import annotations
 
 import collections
-import shutil
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import _hf_helpers
 import optuna
 import pytest
 from _hf_helpers import args, bert, one_thread, recycle_config, topics
+from _local_ray import local_ray as start_local_ray
 
 from recycler.demo import text
 from recycler.integrations.transformers import OBJECTIVE, RecycleTrainer
@@ -120,43 +119,17 @@ def test_optuna_search_on_sqlite_recycles_every_later_trial(tmp_path: Path) -> N
 
 # -- the ray backend ----------------------------------------------------------------------
 
-RAY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_DEDUP_LOGS": "0",
-    "RAY_AUTH_TOKEN": uuid.uuid4().hex * 2,
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "RAY_AIR_NEW_OUTPUT": "0",
-}
-LOOPBACK = "127.0.0.2"  # Ray rewrites 127.0.0.1 to the host's outward address
-
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[Any]:
     """A local Ray (2 CPUs, loopback, its own temp folder); always shut down."""
-    ray = pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
     # Ray's workers cannot import the test modules: ship their functions by value
+    ray = pytest.importorskip("ray")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.cloudpickle.register_pickle_by_value(_hf_helpers)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in RAY_ENV.items():
-            mp.setenv(key, value)
-        for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
-            mp.setenv(key, "")
-            mp.delenv(key)
-        temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-        try:
-            ray.init(
-                num_cpus=2,
-                include_dashboard=False,
-                _node_ip_address=LOOPBACK,
-                _temp_dir=temp,
-                log_to_driver=False,
-            )
-            yield ray
-        finally:
-            ray.shutdown()
-            shutil.rmtree(temp, ignore_errors=True)
+    with start_local_ray("rt") as ray:
+        yield ray
 
 
 @pytest.mark.ray
