@@ -64,6 +64,10 @@ class TeacherRecord:
 class LineageRecord:
     """A student trial distilled from a teacher: which, how much, at what cost.
 
+    ``run`` tells apart two runs of a trial under one study name (an in-memory study run
+    twice): ``''`` on rows written before it was recorded. ``trial_id`` is the framework's own
+    id of the student trial (Ray's ``4cc34_00003``), when it has one.
+
     Example:
         >>> [r.teacher_id for r in registry.lineage("lr-sweep", 4)]  # doctest: +SKIP
         [1, 2, 3]
@@ -77,6 +81,8 @@ class LineageRecord:
     weight: float
     overhead: float | None
     created_at: dt.datetime
+    run: str = ""
+    trial_id: str | None = None
 
 
 @dataclass(frozen=True)

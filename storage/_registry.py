@@ -133,6 +133,18 @@ class Registry:
         dispose(self._url, self._limits)
         self._ready_pid, self._changes, self._stamps = None, None, {}
 
+    def registry_id(self) -> str:
+        """This registry's id: random, made with its schema; a recreated registry has another.
+
+        What tells a teacher id stored elsewhere (Optuna's user attrs) from the same id in
+        another registry. Raises :class:`StorageError` when the registry cannot be reached.
+
+        Example:
+            >>> len(reg.registry_id())  # doctest: +SKIP
+            32
+        """
+        return self._owner()
+
     def _owner(self) -> str:
         """This registry's id: the name of its references in a shared blob store."""
         if self._owner_id is None:
@@ -350,16 +362,28 @@ class Registry:
         steps_distilled: int,
         weight: float = 1.0,
         overhead: float | None = None,
+        run: str = "",
+        trial_id: str | None = None,
     ) -> None:
-        """Record that a student trial distilled from a teacher (replaces an earlier record)."""
+        """Record that a student trial distilled from a teacher.
+
+        Replaces the record of the same run of the same trial and teacher; another ``run``
+        (the study name reused) gets rows of its own.
+        """
         check_name("study", study)
-        values = dict(steps_distilled=int(steps_distilled), weight=float(weight), overhead=overhead)
+        values = dict(
+            steps_distilled=int(steps_distilled),
+            weight=float(weight),
+            overhead=overhead,
+            trial_id=trial_id,
+        )
         with writing(self._engine()) as conn:
             done = conn.execute(
                 update(LineageRow)
                 .where(
                     LineageRow.study == study,
                     LineageRow.trial_number == trial_number,
+                    LineageRow.run == run,
                     LineageRow.teacher_id == teacher_id,
                 )
                 .values(**values)
@@ -369,6 +393,7 @@ class Registry:
                     _LINEAGE.insert().values(
                         study=study,
                         trial_number=trial_number,
+                        run=run,
                         teacher_id=teacher_id,
                         created_at=_now(),
                         **values,
@@ -376,26 +401,9 @@ class Registry:
                 )
 
     def lineage(self, study: str, trial_number: int | None = None) -> list[LineageRecord]:
-        """Lineage rows of a study (or of one trial), by trial then teacher."""
-        stmt = _LINEAGE.select().where(LineageRow.study == study)
-        if trial_number is not None:
-            stmt = stmt.where(LineageRow.trial_number == trial_number)
-        stmt = stmt.order_by(LineageRow.trial_number, LineageRow.teacher_id)
+        """Lineage rows of a study (or of one trial): by trial, run, then teacher."""
         with reading(self._engine()) as conn:
-            rows = conn.execute(stmt).all()
-        return [
-            LineageRecord(
-                id=r.id,
-                study=r.study,
-                trial_number=r.trial_number,
-                teacher_id=r.teacher_id,
-                steps_distilled=r.steps_distilled,
-                weight=r.weight,
-                overhead=r.overhead,
-                created_at=_aware(r.created_at),
-            )
-            for r in rows
-        ]
+            return _studies.lineage(conn, study, trial_number)
 
     def taught(self, teacher_id: int) -> list[LineageRecord]:
         """Lineage rows whose teacher is ``teacher_id``: the student trials it taught.

@@ -96,6 +96,16 @@ def study_summaries(conn: Connection) -> list[StudySummary]:
     return [_summary(study, one, ready_trials.get(study, 0)) for study, one in sorted(acc.items())]
 
 
+def lineage(conn: Connection, study: str, trial_number: int | None) -> list[LineageRecord]:
+    """The lineage rows of a study (or of one trial): by trial, run, then teacher."""
+    lin = LineageRow
+    stmt = select(lin.__table__).where(lin.study == study)
+    if trial_number is not None:
+        stmt = stmt.where(lin.trial_number == trial_number)
+    stmt = stmt.order_by(lin.trial_number, lin.run, lin.teacher_id)
+    return [_lineage_record(r) for r in conn.execute(stmt).all()]
+
+
 def taught(conn: Connection, teacher_id: int) -> list[LineageRecord]:
     """The lineage rows whose teacher is ``teacher_id`` (its students), by study and trial."""
     lin = LineageRow
@@ -104,19 +114,22 @@ def taught(conn: Connection, teacher_id: int) -> list[LineageRecord]:
         .where(lin.teacher_id == teacher_id)
         .order_by(lin.study, lin.trial_number, lin.id)
     ).all()
-    return [
-        LineageRecord(
-            id=r.id,
-            study=r.study,
-            trial_number=r.trial_number,
-            teacher_id=r.teacher_id,
-            steps_distilled=r.steps_distilled,
-            weight=r.weight,
-            overhead=r.overhead,
-            created_at=_aware(r.created_at),
-        )
-        for r in rows
-    ]
+    return [_lineage_record(r) for r in rows]
+
+
+def _lineage_record(r: Any) -> LineageRecord:
+    return LineageRecord(
+        id=r.id,
+        study=r.study,
+        trial_number=r.trial_number,
+        teacher_id=r.teacher_id,
+        steps_distilled=r.steps_distilled,
+        weight=r.weight,
+        overhead=r.overhead,
+        created_at=_aware(r.created_at),
+        run=r.run,
+        trial_id=r.trial_id,
+    )
 
 
 def _empty() -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import warnings
 import zlib
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._storage import Direction, Registry, TeacherRecord
+from .._storage import Direction, Registry, StorageError, TeacherRecord
 from ..config import RecycleConfig, check_locations
 from ..errors import ConfigError
 from ..losses import combine
@@ -38,6 +39,8 @@ class Distiller(IdentityView):
     distils this step and a pool exists, else the task loss alone (no teacher runs then).
     Call :meth:`finish` (or :meth:`register`) when the trial ends to make the model a teacher
     for later trials; :meth:`state_dict` / :meth:`load_state_dict` carry it across a resume.
+    ``run`` names this run of the trial (default: random); the teachers it registers are never
+    in its own pool, while an earlier run's under the same study name and number are.
 
     Example:
         >>> kd = Distiller(study="lr-sweep", trial_number=3, model=net)  # doctest: +SKIP
@@ -64,6 +67,7 @@ class Distiller(IdentityView):
         metric_name: str | None = None,
         output_signature: str | None = None,
         background_refresh: bool = True,
+        run: str | None = None,
     ) -> None:
         self.config = config or RecycleConfig()
         self.identity = TrialIdentity(
@@ -74,6 +78,7 @@ class Distiller(IdentityView):
             params=dict(params or {}),
             direction=Direction(direction),
             metric_name=metric_name,
+            run=run or "",
         )
         if registry is None:
             check_locations(self.config)
@@ -395,6 +400,9 @@ class Distiller(IdentityView):
         info: dict[str, Any] = {"study": self.study, "state": state, **self.stats()}
         info["kd"] = info["steps_distilled"] > 0
         info["registered"] = record is not None
+        info["run"] = self.identity.run
+        with contextlib.suppress(StorageError):  # an outage: the ids stay, without it
+            info["registry_id"] = self.registry.registry_id()
         if reason is not None:
             info["not_registered"] = reason
         if self.config.summary:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._storage import Direction
+from .._storage import Direction, TeacherRecord
+
+#: The tag on a teacher naming the run of the trial that registered it.
+RUN_TAG = "recycler.run"
 
 
 def jsonable(value: Any) -> Any:
@@ -41,8 +45,11 @@ class TrialIdentity:
     """One trial of a study, as the registry and the lineage name it.
 
     ``number`` is the study-wide trial number (Optuna's ``trial.number``; for Ray the numeric
-    suffix of the trial id), ``id`` the framework's own trial id. ``params`` are kept
-    JSON-safe (:func:`jsonable`).
+    suffix of the trial id), ``id`` the framework's own trial id. ``run`` tells this run of
+    the trial from another under the same study name and number (an in-memory study run
+    twice): the framework's own id where that is unique per run (Ray's), else random; a
+    resumed trial keeps it (:meth:`Distiller.state_dict`). ``params`` are
+    kept JSON-safe (:func:`jsonable`).
 
     Example:
         >>> TrialIdentity("lr-sweep", 3, framework="optuna", params={"lr": 0.1}).params
@@ -56,10 +63,20 @@ class TrialIdentity:
     params: dict[str, Any] = field(default_factory=dict)
     direction: Direction = Direction.MAXIMIZE
     metric_name: str | None = None
+    run: str = ""
 
     def __post_init__(self) -> None:
+        self.run = self.run or uuid.uuid4().hex
         self.params = jsonable(dict(self.params))
         self.direction = Direction(self.direction)
+
+    def owns(self, record: TeacherRecord) -> bool:
+        """Whether this very run of the trial registered ``record`` (never its own teacher)."""
+        return (
+            record.study == self.study
+            and record.trial_number == self.number
+            and record.tags.get(RUN_TAG) == self.run
+        )
 
 
 class IdentityView:

@@ -25,7 +25,7 @@ from .._storage import Registry, StorageError, TeacherRecord
 from ..config import RecycleConfig
 from ..time import Clock, Time
 from ._accounting import Accounting
-from ._identity import TrialIdentity
+from ._identity import RUN_TAG, TrialIdentity
 
 #: How a trial ended.
 TrialState = Literal["complete", "pruned", "fail"]
@@ -85,7 +85,7 @@ def register_teacher(
             final=final,
             trial_state=state,
             output_signature=signature or "",
-            tags=tags,
+            tags={**(tags or {}), RUN_TAG: identity.run},
             skip_non_tensors=True,
         )
     except (TypeError, ValueError) as exc:
@@ -238,6 +238,8 @@ class Registrations:
                     steps_distilled=steps,
                     weight=weight,
                     overhead=self.accounting.overhead,
+                    run=me.run,
+                    trial_id=me.id,
                 )
         except StorageError as exc:
             self.accounting.note_error(f"writing lineage failed: {exc}")
@@ -253,9 +255,14 @@ class Registrations:
 
     def state_dict(self) -> dict[str, Any]:
         """The intermediate teachers and the last checkpoint's step."""
-        return {"intermediate": list(self.intermediate), "last_checkpoint": self.last_checkpoint}
+        return {
+            "intermediate": list(self.intermediate),
+            "last_checkpoint": self.last_checkpoint,
+            "run": self.identity.run,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Back to :meth:`state_dict`."""
         self.intermediate = [int(t) for t in state.get("intermediate", [])]
         self.last_checkpoint = int(state.get("last_checkpoint", 0))
+        self.identity.run = str(state.get("run", self.identity.run))

@@ -228,14 +228,8 @@ class PoolRefresher:
         # teachers registered without a signature (outside a KD loop) are checked when first run
         signatures = (self.signature, "") if self.signature else None
         for study in self.studies():
-            found += self.registry.query(
-                TeacherQuery(
-                    study=study,
-                    output_signature=signatures,
-                    exclude_trials=(me.number,) if study == me.study else (),
-                )
-            )
-        return found
+            found += self.registry.query(TeacherQuery(study=study, output_signature=signatures))
+        return [rec for rec in found if not me.owns(rec)]
 
     def _new_pool(self, student_logits: torch.Tensor | None) -> TeacherPool:
         if self.model is None and self.build is None:

@@ -212,6 +212,7 @@ class RegistryCallback(tune.Callback):
             study=self.config.study or meta.get("study") or trial.storage.experiment_dir_name,
             number=int(meta.get("trial_number", trial_number_of(trial.trial_id))),
             id=trial.trial_id,
+            run=trial.trial_id,  # as the trial's own Distiller names its run
             framework="ray",
             params=trial.config,
             direction=direction_of(self.mode or meta.get("mode")),

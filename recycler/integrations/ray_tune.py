@@ -161,6 +161,7 @@ def get_distiller(
         study=context.get_experiment_name(),
         trial_number=trial_number_of(trial_id),
         trial_id=trial_id,
+        run=trial_id,  # unique per experiment, kept by a restored one: the callback's too
         framework="ray",
         params=params,
         direction=direction_of(mode),

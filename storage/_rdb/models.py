@@ -71,12 +71,14 @@ class LineageRow(Base):
 
     __tablename__ = "recycler_lineage"
     __table_args__ = (
-        UniqueConstraint("study", "trial_number", "teacher_id", name="uq_recycler_lineage"),
+        UniqueConstraint("study", "trial_number", "run", "teacher_id", name="uq_recycler_lineage"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study: Mapped[str] = mapped_column(String(512), index=True)
     trial_number: Mapped[int] = mapped_column(Integer)
+    run: Mapped[str] = mapped_column(String(64), server_default="")
+    trial_id: Mapped[str | None] = mapped_column(String(256))
     teacher_id: Mapped[int] = mapped_column(ForeignKey("recycler_teachers.id"), index=True)
     steps_distilled: Mapped[int] = mapped_column(BigInteger)
     weight: Mapped[float] = mapped_column(Float)

@@ -11,6 +11,7 @@ from torch import nn
 
 from recycler.config import RecycleConfig
 from recycler.distiller import Distiller, output_signature
+from recycler.distiller._identity import RUN_TAG
 from recycler.losses import kd_loss
 from storage import Registry, Status, TeacherRecord
 
@@ -107,15 +108,29 @@ def test_schedule_off_runs_no_teacher(reg: Registry, tmp_path: Path) -> None:
 
 
 def test_min_pool_and_own_trial_excluded(reg: Registry, tmp_path: Path) -> None:
-    fill(reg, 2)
+    (first,) = fill(reg, 1)
     student = make_net(seed=7)
     cfg = config(tmp_path, teachers={"min_pool": 2})
-    kd = Distiller(cfg, study="s", trial_number=1, registry=reg, model=student)
+    for run in ("r1", "r0"):  # this run's own checkpoint, and an earlier run's trial 1
+        reg.register(
+            make_net(seed=8 if run == "r1" else 9).state_dict(), study="s", trial_number=1,
+            metric_name="accuracy",
+            metric_value=0.9, output_signature=SIG, tags={RUN_TAG: run},
+        )  # fmt: skip
+    kd = Distiller(cfg, study="s", trial_number=1, registry=reg, model=student, run="r1")
     x, y = batch()
     loss = kd.loss(student(x), y, x)
-    assert [r.trial_number for r in kd.teachers] == [0]  # its own trial is never a teacher
-    assert kd.stats()["steps_distilled"] == 0
-    assert torch.allclose(loss, nn.functional.cross_entropy(student(x), y))
+    assert kd.stats()["steps_distilled"] == 1  # min_pool 2: first and the earlier run's
+    assert sorted(r.tags.get(RUN_TAG, "") for r in kd.teachers) == ["", "r0"]
+    assert [r.trial_number for r in kd.teachers if r.id == first] == [0]
+    # with only one other teacher, min_pool 2 keeps KD off
+    lone = Registry(f"sqlite:///{tmp_path / 'lone.db'}", tmp_path / "lone")
+    fill(lone, 1)
+    again = Distiller(cfg, study="s", trial_number=1, registry=lone, model=student)
+    plain = again.loss(student(x), y, x)
+    assert again.stats()["steps_distilled"] == 0
+    assert torch.allclose(plain, nn.functional.cross_entropy(student(x), y))
+    assert not torch.allclose(loss, plain)
 
 
 def test_corrupt_and_incompatible_teachers_are_skipped(reg: Registry, tmp_path: Path) -> None:

@@ -165,3 +165,54 @@ def test_a_registry_that_can_never_work_fails_at_the_decorator(registry: str, me
             recycle(config=cfg)(lambda trial, kd: 0.0).registry  # noqa: B018
     with pytest.raises(ConfigError, match=re.escape(message)):
         Distiller(RecycleConfig.from_dict(cfg), study="s", trial_number=0)
+
+
+def test_a_reused_study_name_keeps_each_runs_lineage_and_teachers(tmp_path: Path) -> None:
+    """An in-memory study run twice under one name: trial numbers repeat, nothing is lost."""
+    cfg = config(tmp_path, teachers={"pool": 5})
+    x, y = batch()
+
+    def objective_of(steps: int):  # type: ignore[no-untyped-def]
+        @recycle(config=cfg, metric="accuracy")
+        def objective(trial: optuna.Trial, kd: Distiller) -> float:
+            net = make_net(seed=trial.number)
+            kd.attach(net).plan(epochs=1, steps_per_epoch=steps)
+            for _ in range(steps):
+                kd.loss(net(x), y, x)
+            return 0.5 + trial.number / 10
+
+        return objective
+
+    first = optuna.create_study(direction="maximize", study_name="again")
+    first.optimize(objective_of(30), n_trials=2)
+    reg = Registry(cfg.registry, cfg.blobs)
+    before = reg.lineage("again")
+    assert [(r.trial_number, r.steps_distilled) for r in before] == [(1, 30)]
+    again = optuna.create_study(direction="maximize", study_name="again")
+    again.optimize(objective_of(4), n_trials=1)
+    # trial 0 of the second run learns from both teachers of the first, trial 0's included
+    attrs = again.trials[0].user_attrs["recycler"]
+    first_ids = [t.user_attrs["recycler"]["teacher_id"] for t in first.trials]
+    assert sorted(attrs["pool"]) == sorted(first_ids)
+    after = reg.lineage("again")
+    kept = [r for r in after if r.run != attrs["run"]]
+    assert kept == before  # the first run's row, untouched (30 steps stay 30)
+    new = [r for r in after if r.run == attrs["run"]]
+    assert {r.trial_number for r in new} == {0} and sum(r.steps_distilled for r in new) == 4
+    assert before[0].run not in ("", attrs["run"])
+    # the attrs name the registry their teacher ids belong to
+    assert attrs["registry_id"] == reg.registry_id()
+    assert first.trials[0].user_attrs["recycler"]["registry_id"] == reg.registry_id()
+
+
+def test_a_recreated_registry_has_another_id(tmp_path: Path) -> None:
+    """Ids restart in a recreated registry; the registry id in the attrs tells them apart."""
+    reg = Registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "blobs")
+    (first,) = fill(reg, 1)
+    old_id = reg.registry_id()
+    reg.close()
+    (tmp_path / "r.db").unlink()
+    fresh = Registry(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "blobs")
+    (again,) = fill(fresh, 1)
+    assert again == first  # ids restart at 1 ...
+    assert fresh.registry_id() != old_id  # ... in a registry that says it is another one

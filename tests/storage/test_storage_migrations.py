@@ -36,7 +36,7 @@ def test_revisions_constant_matches_the_migration_scripts() -> None:
     oldest_first = tuple(reversed([r.revision for r in script.walk_revisions()]))
     assert oldest_first == schema.REVISIONS
     assert script.get_heads() == [schema.HEAD]
-    assert SCHEMA_VERSION == schema.HEAD == "0004"
+    assert SCHEMA_VERSION == schema.HEAD == "0005"
 
 
 def test_models_match_the_migrated_schema(db_url: str, tmp_path: Path) -> None:
@@ -104,13 +104,13 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
     stale = Registry(db_url, tmp_path / "blobs")
     with pytest.raises(SchemaError, match=r"run `recycler db upgrade`") as info:
         stale.query()
-    assert "0001" in str(info.value) and "0004" in str(info.value)
+    assert "0001" in str(info.value) and "0005" in str(info.value)
     with pytest.raises(SchemaError):
         stale.register(tiny_state(0), study="new", trial_number=0)
     assert _counts(db_url)["recycler_teachers"] == 1 and _version(db_url) == "0001"
 
-    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0004"
-    assert _version(db_url) == "0004"
+    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0005"
+    assert _version(db_url) == "0005"
     reg = Registry(db_url, tmp_path / "blobs")
     old = reg.get(old_id)
     assert (old.study, old.trial_number, old.step, old.metric_value) == ("old-study", 7, 3, 0.8)
@@ -119,14 +119,23 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
     assert old.created_at == dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
     assert [r.id for r in reg.query(study="old-study", top_k=1)] == [old_id]
     assert [r.id for r in reg.query(tags={"team": "old"})] == [old_id]
-    assert [(r.trial_number, r.teacher_id) for r in reg.lineage("old-study")] == [(9, old_id)]
+    assert [
+        (r.trial_number, r.teacher_id, r.run, r.trial_id) for r in reg.lineage("old-study")
+    ] == [(9, old_id, "", None)]  # 0005: the old row is the run '' and has no framework trial id
+    # another run of trial 9 under the same study name adds rows; the same run replaces its own
+    reg.add_lineage("old-study", 9, old_id, steps_distilled=7, run="r2", trial_id="t_00009")
+    reg.add_lineage("old-study", 9, old_id, steps_distilled=8, run="r2", trial_id="t_00009")
+    assert [(r.run, r.steps_distilled, r.trial_id) for r in reg.lineage("old-study", 9)] == [
+        ("", 50, None),
+        ("r2", 8, "t_00009"),
+    ]
     new = reg.register(tiny_state(1), study="old-study", trial_number=8, metric_value=0.9)
     assert [r.id for r in reg.query(study="old-study", top_k=2)] == [new.id, old_id]
     reg.quarantine(
         old_id, "blob never existed"
     )  # the 0002 column works; 0003 ranked the old row above
     assert reg.get(old_id).reason == "blob never existed"
-    assert reg.upgrade() == "0004"  # upgrading again is a no-op
+    assert reg.upgrade() == "0005"  # upgrading again is a no-op
 
 
 def test_newer_schema_is_refused_and_nothing_is_written(db_url: str, tmp_path: Path) -> None:
