@@ -216,20 +216,25 @@ def machine_line(info: Mapping[str, Any]) -> str:
     )
 
 
-def write_outputs(out: Path, stem: str, markdown: str, data: Mapping[str, Any]) -> list[Path]:
+def write_outputs(
+    out: Path, stem: str, markdown: str, data: Mapping[str, Any], *, indent: int | None = 1
+) -> list[Path]:
     """``<stem>.md`` and ``<stem>.json`` in ``out``; their paths."""
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / f"{stem}.md", out / f"{stem}.json"
     md.write_text(markdown + "\n", encoding="utf-8")
-    write_json(js, data)
+    write_json(js, data, indent=indent)
     return [md, js]
 
 
-def write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    """``data`` as JSON at ``path`` (written whole, then renamed: never half a file)."""
+def write_json(path: Path, data: Mapping[str, Any], *, indent: int | None = 1) -> Path:
+    """``data`` as JSON at ``path`` (written whole, then renamed: never half a file).
+
+    ``indent=None``: one line, for big files.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".tmp")
-    temp.write_text(json.dumps(data, indent=1, sort_keys=True, default=_jsonable) + "\n")
+    temp.write_text(json.dumps(data, indent=indent, sort_keys=True, default=_jsonable) + "\n")
     temp.replace(path)
     return path
 
@@ -248,6 +253,7 @@ def plot_lines(
     *,
     xlabel: str,
     ylabel: str = "test accuracy",
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """One panel per key; in each, one colour per label and one thin line per seed."""
     import matplotlib
@@ -271,6 +277,8 @@ def plot_lines(
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -268,15 +268,6 @@ def cost_to(trace: Trace, target: float) -> float | None:
     return next((s for s, a in trace if a >= target), None)
 
 
-def best_so_far(trace: Trace, scale: float = 1.0) -> tuple[list[float], list[float]]:
-    xs, ys, best = [], [], -math.inf
-    for s, a in trace:
-        best = max(best, a)
-        xs.append(s / scale)
-        ys.append(best)
-    return xs, ys
-
-
 @dataclass
 class SeedResult:
     """One seed of one sweep: each method's trace, and the sequential methods' curves."""
@@ -349,6 +340,7 @@ class SeedResult:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """Everything measured, at full precision (a merged report equals the run's own)."""
         return {
             "sweep": self.sweep,
             "seed": self.seed,
@@ -405,12 +397,19 @@ def having(results: Sequence[SeedResult], method: str) -> list[SeedResult]:
 
 
 def seed_table(results: Sequence[SeedResult], methods: Sequence[str]) -> str:
-    """Per seed: plain's best, and each method's wall-clock ratio to reach it (—: not run)."""
+    """Per seed: plain's best, when plain reached it, and each method's wall-clock ratio to
+    reach it (—: not run). Trial 1 is the same run in every method (no teacher yet): a seed
+    whose plain sweep got there in trial 1 gives every method a ratio of 1 up to timing noise.
+    """
     rows = []
     for r in results:
         plain_at = cost_to(r.traces["plain"], r.target)
+        trial = next(
+            i for i, c in enumerate(r.curves["plain"], 1) if any(a >= r.target for a in c.accuracy)
+        )
         cells = [ratio_text(r.ratio(m)) if m in r.traces else "—" for m in methods if m != "plain"]
-        rows.append([str(r.seed), f"{100 * r.target:.1f}", f"{plain_at or 0:.1f} s", *cells])
+        reached = f"{plain_at or 0:.1f} s (trial {trial})"
+        rows.append([str(r.seed), f"{100 * r.target:.1f}", reached, *cells])
     header = ["seed", "plain's best", "plain reached it", *(m for m in methods if m != "plain")]
     return markdown_table(header, rows)
 
@@ -686,16 +685,49 @@ def seeds(args: argparse.Namespace) -> list[int]:
     return list(range(first, first + (args.seeds or (2 if args.quick else 5))))
 
 
+def mean_best_so_far(
+    results: Sequence[SeedResult], method: str, grid: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """The mean over seeds of the best accuracy within each fraction of plain's total cost."""
+    xs, ys = [], []
+    for x in grid:
+        got = [r.best_at(method, x) for r in having(results, method)]
+        if got and all(v is not None for v in got):
+            xs.append(x)
+            ys.append(sum(v for v in got if v is not None) / len(got))
+    return xs, ys
+
+
+def _label(method: str, results: Sequence[SeedResult]) -> str:
+    ran = len(having(results, method))
+    return method if ran == len(results) else f"{method} ({ran} seed{'s' * (ran > 1)})"
+
+
 def plot(all_results: Mapping[str, list[SeedResult]], path: Path) -> Path:
+    """Per sweep, each method's best accuracy so far against the sweep's cost as a fraction of
+    plain's total, averaged over seeds (a method that ended earlier stays at its best)."""
+    grid = [i / 200 for i in range(1, 241)]
     panels = {
-        f"sweep {sweep}: best accuracy so far": {
-            m: [best_so_far(r.traces[m], r.plain_cost) for r in having(results, m)]
-            for m in results[0].traces
+        f"sweep {sweep}: best accuracy so far (mean of {len(results)} seeds)": {
+            _label(m, results): [mean_best_so_far(results, m, grid)]
+            for m in METHODS
+            if m in results[0].traces
         }
         for sweep, results in all_results.items()
     }
+    finals = [
+        y
+        for series in panels.values()
+        for lines in series.values()
+        for _, ys in lines
+        for y in ys[-1:]
+    ]
+    low = max(0.0, min(finals, default=0.8) - 0.08)
     return plot_lines(
-        path, panels, xlabel="sweep wall-clock / plain sweep's total (teachers included)"
+        path,
+        panels,
+        xlabel="sweep wall-clock / plain sweep's total (teachers included)",
+        ylim=(low, min(1.0, max(finals, default=1.0) + 0.02)),
     )
 
 
@@ -790,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "seconds": time.perf_counter() - start,
                 "results": results,
             }
-            write_json(partial, data)
+            write_json(partial, data, indent=None)
     took = time.perf_counter() - start
     text = report(results, described, args, f"{took / 60:.1f} min")
     data = {
@@ -830,7 +862,7 @@ def merge(paths: Sequence[Path], out: Path) -> int:
 def _write(
     out: Path, text: str, data: Mapping[str, Any], results: Mapping[str, list[SeedResult]]
 ) -> int:
-    files = write_outputs(out, "sweep_speedup", text, data)
+    files = write_outputs(out, "sweep_speedup", text, data, indent=None)  # every curve: big
     files.append(plot(results, out / "sweep_speedup.png"))
     print(text)
     print("\nwrote " + ", ".join(map(str, files)))

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import tempfile
 import time
@@ -318,10 +319,16 @@ def warm_up(data: tuple[Split, Split], opts: DemoOptions) -> None:
         lr = trial.suggest_float("lr", *opts.lr_range, log=True)
         return train(ConvNet1D(opts.channels), small, lr=lr, epochs=1, kd=kd).final
 
-    with tempfile.TemporaryDirectory(prefix="recycler-demo-warm-up-") as scratch:
-        cfg = opts.config(f"sqlite:///{scratch}/r.db", f"{scratch}/b")
-        study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
-        study.optimize(recycle(tiny, config=cfg), n_trials=2)
+    quiet = logging.getLogger("recycler")  # the scratch trials' own log lines say nothing
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="recycler-demo-warm-up-") as scratch:
+            cfg = opts.config(f"sqlite:///{scratch}/r.db", f"{scratch}/b")
+            study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+            study.optimize(recycle(tiny, config=cfg), n_trials=2)
+    finally:
+        quiet.setLevel(level)
 
 
 def run_demo(opts: DemoOptions, progress: Progress = print) -> tuple[Sweep, Sweep]:

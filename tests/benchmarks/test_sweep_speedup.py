@@ -143,7 +143,7 @@ def test_traces_and_report(quick: tuple[Path, dict[str, Any]]) -> None:
         assert len(rows) == (4 if method == "pbt" else 6), method
     # the per-seed tables: one row per seed, a column per method
     for seed in range(SEEDS):
-        rows = re.findall(rf"^\| {seed} \| [\d.]+ \| [\d.]+ s \| (.*) \|$", text, re.M)
+        rows = re.findall(rf"^\| {seed} \| [\d.]+ \| [\d.]+ s \(trial \d\) \| (.*) \|$", text, re.M)
         assert len(rows) == 2  # both sweeps
         for row in rows:
             cells = row.split(" | ")
@@ -163,6 +163,20 @@ def test_traces_and_report(quick: tuple[Path, dict[str, Any]]) -> None:
     assert (out / "sweep_speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+def test_merge_rebuilds_the_report(quick: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    """--merge (runs made apart, e.g. one per sweep) trains nothing and writes the same report."""
+    out, _ = quick
+    done = run_script(SCRIPT, "--merge", str(out / "sweep_speedup.json"), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, again = ((d / "sweep_speedup.md").read_text().splitlines() for d in (out, tmp_path))
+    assert "(runs merged)" in again[2]
+    assert [line for i, line in enumerate(first) if i != 2] == [
+        line for i, line in enumerate(again) if i != 2
+    ]
+
+
 @pytest.mark.parametrize(
     ("args", "names"),
     [
@@ -172,6 +186,7 @@ def test_traces_and_report(quick: tuple[Path, dict[str, Any]]) -> None:
         (["--methods", "kd,nope"], "--methods"),
         (["--sweeps", "nope"], "--sweeps"),
         (["--pbt-seeds", "0"], "--pbt-seeds"),
+        (["--first-seed", "-1"], "--first-seed"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str], names: str) -> None:
