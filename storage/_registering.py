@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Table, insert, select, text, update
+from sqlalchemy import Connection, Table, delete, insert, select, text, update
 
 from . import _checkpoint, _loading
 from ._errors import (
@@ -107,23 +107,19 @@ def register(
         format=_checkpoint.FORMAT,
         tags=tags,
     )
-    store = registry.blobs
     for _ in range(3):
         row_id, ready = _claim(registry, fields)
         if ready:
             return registry.get(row_id)
-        if isinstance(store, SharedStore):  # before the blob: another registry's gc sees it
-            store.add_ref(registry._owner(), key)
-        store.put(key, data)
         try:
-            written = _loading.read_blob(store, key, len(data))
+            written = _write_blob(registry, key, data)
         except BlobMissingError:  # gone already: another registry's gc raced the write; again
             continue
-        except BlobError as exc:
-            raise BlobError(
-                f"blob {key} could not be read back after writing ({exc}); not registered"
-            ) from exc
+        except Exception:
+            _abandon(registry, row_id)  # no PENDING row outlives a write that failed
+            raise
         if _checkpoint.sha256(written) != sha:
+            _abandon(registry, row_id)
             raise BlobCorruptError(f"blob {key} did not verify after writing; not registered")
         with writing(registry._engine()) as conn:
             flipped = conn.execute(
@@ -136,6 +132,35 @@ def register(
             return now
         # gc dropped our PENDING row as stale (and maybe the blob): claim again
     raise StorageError(f"could not register {study} trial {trial_number}: gc raced it 3 times")
+
+
+def _write_blob(registry: Registry, key: str, data: bytes) -> bytes:
+    """Write the blob (and, in a shared store, this registry's reference first); read it back."""
+    store = registry.blobs
+    if isinstance(store, SharedStore):  # before the blob: another registry's gc sees it
+        store.add_ref(registry._owner(), key)
+    store.put(key, data)
+    try:
+        return _loading.read_blob(store, key, len(data))
+    except BlobMissingError:
+        raise
+    except BlobError as exc:
+        raise BlobError(
+            f"blob {key} could not be read back after writing ({exc}); not registered"
+        ) from exc
+
+
+def _abandon(registry: Registry, row_id: int) -> None:
+    """Remove a PENDING row whose blob could not be written (best effort: gc removes it too)."""
+    try:
+        with writing(registry._engine()) as conn:
+            conn.execute(
+                delete(TeacherRow).where(
+                    TeacherRow.id == row_id, TeacherRow.status == Status.PENDING.value
+                )
+            )
+    except StorageError:
+        pass
 
 
 def _claim(registry: Registry, fields: Mapping[str, Any]) -> tuple[int, bool]:

@@ -216,3 +216,33 @@ def test_a_recreated_registry_has_another_id(tmp_path: Path) -> None:
     (again,) = fill(fresh, 1)
     assert again == first  # ids restart at 1 ...
     assert fresh.registry_id() != old_id  # ... in a registry that says it is another one
+
+
+def test_a_blob_folder_that_cannot_be_written_says_so_and_leaves_no_pending_rows(
+    tmp_path: Path,
+) -> None:
+    """Every trial still completes, each says once why it is no teacher; nothing is left half."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    (blobs / "sha256").write_text("a file where the blob folders go")  # root ignores chmod
+    cfg = RecycleConfig.from_dict(
+        {"registry": f"sqlite:///{tmp_path / 'r.db'}", "blobs": str(blobs)}
+    )
+    x, y = batch()
+
+    @recycle(config=cfg, metric="accuracy")
+    def objective(trial: optuna.Trial, kd: Distiller) -> float:
+        net = make_net(seed=trial.number)
+        kd.attach(net).plan(epochs=1, steps_per_epoch=2)
+        for _ in range(2):
+            kd.loss(net(x), y, x)
+        return 0.5
+
+    study = optuna.create_study(direction="maximize")
+    with pytest.warns(RuntimeWarning) as seen:
+        study.optimize(objective, n_trials=2)
+    said = [str(w.message) for w in seen if "registering the model failed" in str(w.message)]
+    assert len(said) == 2 and all("cannot write blob" in m and str(blobs) in m for m in said)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.user_attrs["recycler"]["registered"] for t in study.trials] == [False, False]
+    assert Registry(cfg.registry, cfg.blobs).query(status=None) == []  # no PENDING row left
