@@ -117,19 +117,24 @@ def one_line(text: str) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
 
 
+#: The largest id, trial number or count a command takes: every registry backend stores it
+#: (ids and trial numbers are PostgreSQL INTEGER, 32-bit; SQLite's are 64-bit).
+MAX_INT = 2**31 - 1
+
+
 def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
+    """An argparse type: an integer from 1 to ``MAX_INT``."""
     value = _int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {_shown(text)}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
+    """An argparse type: an integer from 0 to ``MAX_INT``."""
     value = _int(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {_shown(text)}")
     return value
 
 
@@ -138,19 +143,34 @@ def non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a number, got {_shown(text)}") from None
     if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {_shown(text)}")
     return value
 
 
 def _int(text: str) -> int:
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        value = int(text)
+    except ValueError:  # also a number of more digits than Python converts
+        raise argparse.ArgumentTypeError(f"must be an integer, got {_shown(text)}") from None
+    if value > MAX_INT:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_INT} (a 32-bit integer), got {_shown(text)}"
+        )
+    return value
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for an error message, shortened when long."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def print_json(value: Any) -> None:
     """``value`` as indented JSON on stdout (keys in a fixed order; NaN is refused)."""
-    sys.stdout.write(json.dumps(value, indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(json_text(value))
+
+
+def json_text(value: Any) -> str:
+    """``value`` as the indented JSON ``--json`` prints, with a final newline."""
+    return json.dumps(value, indent=2, allow_nan=False) + "\n"

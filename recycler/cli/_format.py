@@ -62,18 +62,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
-TEACHER_HEADERS = ("ID", "STUDY", "TRIAL", "STEP", "METRIC", "VALUE", "DIR", "STATUS", "CREATED")
-_TEACHER_RIGHT = {0, 2, 3, 5}
+TEACHER_HEADERS = (
+    "ID",
+    "STUDY",
+    "TRIAL",
+    "STATE",
+    "STEP",
+    "FINAL",
+    "METRIC",
+    "VALUE",
+    "DIR",
+    "STATUS",
+    "CREATED",
+)
+_TEACHER_RIGHT = {0, 2, 4, 7}
 
 
 def teachers_table(records: Sequence[TeacherRecord]) -> str:
-    """The ``teachers list`` table."""
+    """The ``teachers list`` table (``FINAL`` ``no``: an intermediate checkpoint)."""
     rows = [
         (
             str(r.id),
             r.study,
             str(r.trial_number),
+            r.trial_state,
             str(r.step),
+            "yes" if r.final else "no",
             r.metric_name or _NONE,
             number(r.metric_value),
             "max" if r.direction.value == "maximize" else "min",
@@ -106,6 +120,8 @@ def teacher_details(rec: TeacherRecord) -> str:
 
 LINEAGE_HEADERS = (
     "STUDENT TRIAL",
+    "TRIAL ID",
+    "RUN",
     "TEACHER",
     "TEACHER STUDY",
     "TEACHER TRIAL",
@@ -114,19 +130,26 @@ LINEAGE_HEADERS = (
     "OVERHEAD",
     "CREATED",
 )
-_LINEAGE_RIGHT = {0, 1, 3, 4, 5, 6}
+_LINEAGE_RIGHT = {0, 3, 5, 6, 7, 8}
+#: How many leading characters of a lineage row's run key tell two runs apart in a table.
+RUN_PREFIX = 8
 
 
 def lineage_table(
     records: Sequence[LineageRecord], teachers: Mapping[int, TeacherRecord | None]
 ) -> str:
-    """The ``lineage`` table: each student trial and the teachers it distilled from."""
+    """The ``lineage`` table: each student trial and the teachers it distilled from.
+
+    ``teachers`` maps a teacher id to its record, or to ``None`` when it cannot be read.
+    """
     rows = []
     for r in records:
         t = teachers.get(r.teacher_id)
         rows.append(
             (
                 str(r.trial_number),
+                r.trial_id or _NONE,
+                r.run[:RUN_PREFIX] or _NONE,
                 str(r.teacher_id),
                 _NONE if t is None else t.study,
                 _NONE if t is None else str(t.trial_number),
@@ -137,3 +160,15 @@ def lineage_table(
             )
         )
     return table(LINEAGE_HEADERS, rows, right=_LINEAGE_RIGHT)
+
+
+def lineage_json(
+    record: LineageRecord, teachers: Mapping[int, TeacherRecord | None]
+) -> dict[str, Any]:
+    """A lineage row for ``--json``: its fields, then its teacher's study and trial (or null)."""
+    t = teachers.get(record.teacher_id)
+    return {
+        **to_json(record),
+        "teacher_study": None if t is None else t.study,
+        "teacher_trial": None if t is None else t.trial_number,
+    }

@@ -18,7 +18,7 @@ def add(sub: Subparsers, common: Parser) -> None:
     """Add ``demo`` to the command's subparsers."""
     p = sub.add_parser(
         "demo",
-        help="run a learning-rate sweep twice, plain and recycled, and compare (CPU, ~2 min)",
+        help="run a learning-rate sweep twice, plain and recycled, and compare (CPU, about 1 min)",
         description="Run a 5-point learning-rate sweep on MNIST-1D (generated locally) twice "
         "with Optuna: plain, then recycled (each trial starts from the best earlier trial's "
         "weights, shrunk and perturbed, distils from the earlier trials and trains a budget "

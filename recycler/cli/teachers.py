@@ -1,21 +1,24 @@
-"""``recycler teachers list|show|verify|restore|gc``: find, inspect, re-check, clean up."""
+"""``recycler teachers list|show|export|delete|verify|restore|gc``: find, inspect, clean up."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+from pathlib import Path
 
 from .._storage import BLOBS_ENV, LocalBlobStore, Registry, Status, TeacherQuery
 from ._base import (
     CliError,
     Parser,
     Subparsers,
+    json_text,
     non_negative_float,
     open_registry,
     positive_int,
     print_json,
 )
+from ._export import export_paths, write_whole
 from ._format import cell, teacher_details, teachers_table, to_json
 
 _STATUSES = ", ".join(s.value for s in Status)
@@ -26,7 +29,7 @@ def add(sub: Subparsers, common: Parser) -> None:
     teachers = sub.add_parser(
         "teachers",
         parents=[common],
-        help="list, show, verify and garbage-collect teachers",
+        help="list, show, export, delete, verify and garbage-collect teachers",
         description="Find, inspect, re-check and clean up the teachers in the registry.",
     )
     actions = teachers.add_subparsers(dest="teachers_action", metavar="ACTION", required=True)
@@ -62,6 +65,33 @@ def add(sub: Subparsers, common: Parser) -> None:
     p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
     _add_json(p)
     p.set_defaults(handler=_show)
+
+    p = actions.add_parser(
+        "export",
+        parents=[common],
+        help="write a READY teacher's weights to a safetensors file, its fields beside it",
+        description="Load a READY teacher's weights (checked against their size and sha256; a "
+        "corrupt blob quarantines the teacher) and write them to FILE as safetensors, and the "
+        "teacher's fields (as `show --json` prints them) to FILE with a .json suffix.",
+    )
+    p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="FILE", help="the safetensors file to write"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite FILE and its .json file")
+    _add_json(p)
+    p.set_defaults(handler=_export)
+
+    p = actions.add_parser(
+        "delete",
+        parents=[common],
+        help="mark a teacher DELETED (gc removes its blob later)",
+        description="Mark a teacher DELETED, in any status: readers no longer use it. Its blob "
+        "stays until `recycler teachers gc` finds that nothing else needs it.",
+    )
+    p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
+    _add_json(p)
+    p.set_defaults(handler=_delete)
 
     p = actions.add_parser(
         "verify",
@@ -148,6 +178,47 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    weights, fields = export_paths(args.out, force=args.force)
+    registry = open_registry(args)
+    _require_blob_folder(registry)
+    record = registry.get(args.id)
+    if record.status is not Status.READY:
+        raise CliError(f"teacher {record.id} is {record.status.value}, not READY: not exported")
+    checkpoint = registry.load(record)  # size and sha256 checked; a corrupt blob is quarantined
+    record, tensors = checkpoint.teacher, dict(checkpoint.tensors)
+    from safetensors.torch import save_file  # imports torch: only here
+
+    write_whole(weights, lambda tmp: save_file(tensors, tmp))
+    text = json_text(to_json(record))
+    write_whole(fields, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    if args.json:
+        out = {"id": record.id, "tensors": len(tensors)}
+        print_json({**out, "weights": str(weights), "fields": str(fields)})
+    else:
+        print(
+            f"teacher {record.id} ({cell(record.study)} trial {record.trial_number}, step "
+            f"{record.step}): {len(tensors)} tensors to {weights}, its fields to {fields}"
+        )
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    registry = open_registry(args)
+    before = registry.get(args.id)
+    record = before if before.status is Status.DELETED else registry.delete(args.id)
+    if args.json:
+        print_json(to_json(record))
+    elif before.status is Status.DELETED:
+        print(f"teacher {record.id} was already DELETED: nothing changed")
+    else:
+        print(
+            f"teacher {record.id} is {record.status.value} (was {before.status.value}): no "
+            "reader uses it; `recycler teachers gc` removes its blob once nothing else needs it"
+        )
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     registry = open_registry(args)
     _require_blob_folder(registry)
@@ -213,7 +284,7 @@ def _gc(args: argparse.Namespace) -> int:
 
 
 def _require_blob_folder(registry: Registry) -> None:
-    """Refuse a local blob folder that does not exist: verify would quarantine every teacher."""
+    """Refuse a local blob folder that does not exist (verify would quarantine every teacher)."""
     store = registry.blobs
     if isinstance(store, LocalBlobStore) and not os.path.isdir(store.url):
         raise CliError(
