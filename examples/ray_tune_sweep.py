@@ -96,7 +96,6 @@ def sweep(
             name=name,
             storage_path=str(args.workdir / "ray_results"),
             callbacks=callbacks,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=0,
         ),
     ).fit()
@@ -120,7 +119,6 @@ def main() -> None:
     args.workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="recycler-ray-"))).resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     config = {
         "registry": args.registry or f"sqlite:///{args.workdir / 'registry.db'}",
         "blobs": args.blobs or str(args.workdir / "teachers"),

@@ -8,7 +8,7 @@ backend on one SQLite file that also holds the teacher registry. The recycled sw
 plain one with ``RecycleTrainer`` for ``Trainer`` and a ``recycle=`` config (the lines marked
 ``# recycler``): each trial distils from the earlier trials' models and becomes a teacher.
 
-    python examples/transformers_sweep.py            # 5 rates x 4 epochs, twice: ~3 min on a CPU
+    python examples/transformers_sweep.py            # 5 rates x 4 epochs, twice: ~1 min on a CPU
     python examples/transformers_sweep.py --quick    # 3 rates x 2 epochs on less data
     recycler --registry sqlite:///recycler-demo/transformers.db \\
              --blobs recycler-demo/transformers-teachers lineage hf-recycled

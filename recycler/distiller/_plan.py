@@ -114,7 +114,7 @@ class TrialPlan:
             return
         self.init_note = f"fresh start: {why}"
         log.warning(
-            "recycler: trial %s of %r starts from fresh weights (init.from: best): %s",
+            "trial %s of %r starts from fresh weights (init.from: best): %s",
             self.identity.number,
             self.identity.study,
             why,

@@ -228,6 +228,11 @@ def report(
     for :class:`RegistryCallback` to register. ``kd``: default, the trial's Distiller. Also
     updates the trial's lineage in the registry (idempotent).
 
+    Every call with ``model`` is one Tune checkpoint. Leave ``CheckpointConfig(num_to_keep)``
+    unset when the sweep's trials, all together, report seconds apart: with it, Tune snapshots
+    the experiment state after every ``num_to_keep`` checkpoints of a trial and warns whenever
+    two snapshots come within 5 s.
+
     Example:
         >>> report({"accuracy": acc, "loss": loss}, model=net)  # doctest: +SKIP
     """
