@@ -62,7 +62,7 @@ def add(sub: Subparsers, common: Parser) -> None:
         help="every field of one teacher",
         description="Show every field of one teacher, in any status.",
     )
-    p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
+    _add_id(p)
     _add_json(p)
     p.set_defaults(handler=_show)
 
@@ -74,7 +74,7 @@ def add(sub: Subparsers, common: Parser) -> None:
         "corrupt blob quarantines the teacher) and write them to FILE as safetensors, and the "
         "teacher's fields (as `show --json` prints them) to FILE with a .json suffix.",
     )
-    p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
+    _add_id(p)
     p.add_argument(
         "--out", type=Path, required=True, metavar="FILE", help="the safetensors file to write"
     )
@@ -89,7 +89,7 @@ def add(sub: Subparsers, common: Parser) -> None:
         description="Mark a teacher DELETED, in any status: readers no longer use it. Its blob "
         "stays until `recycler teachers gc` finds that nothing else needs it.",
     )
-    p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
+    _add_id(p)
     _add_json(p)
     p.set_defaults(handler=_delete)
 
@@ -112,7 +112,7 @@ def add(sub: Subparsers, common: Parser) -> None:
         description="Re-read a QUARANTINED teacher's blob (size, sha256, safetensors) and make "
         "it READY again if it verifies; a blob that still fails leaves it QUARANTINED (exit 2).",
     )
-    p.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
+    _add_id(p)
     _add_json(p)
     p.set_defaults(handler=_restore)
 
@@ -138,6 +138,10 @@ def add(sub: Subparsers, common: Parser) -> None:
     )
     _add_json(p)
     p.set_defaults(handler=_gc)
+
+
+def _add_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", type=positive_int, metavar="ID", help="the teacher's id")
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
