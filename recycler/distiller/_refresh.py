@@ -250,16 +250,18 @@ class PoolRefresher:
         """The metric at chance, and the least gain over it that is not a diverged model.
 
         An accuracy on C classes (class logits): chance 1/C, and a teacher must be a tenth of
-        the way from chance to perfect (0.19 on 10 classes); a chance metric given in the
-        config: any gain; token logits (MLM accuracy): not inferred.
+        the way from chance to perfect (0.19 on 10 classes). A token accuracy on a vocabulary
+        of V (token logits, e.g. masked LM, whose good values are small): chance 1/V, and only
+        the gate relative to the best teacher (``min_skill``) applies, which keeps out a
+        diverged run stuck at the unigram plateau. A chance metric given in the config: any
+        gain.
         """
         cfg = self.config.teachers
         if cfg.chance_metric is not None or not cfg.quality_gate:
             return cfg.chance_metric, 0.0
         me = self.identity
         name = (me.metric_name or "").lower()
-        classes = self.classes if self.rank == 2 else None  # token accuracy: no such chance
-        if classes and "acc" in name and me.direction is Direction.MAXIMIZE:
-            chance = 1.0 / classes
-            return chance, 0.1 * (1.0 - chance)
+        if self.classes and "acc" in name and me.direction is Direction.MAXIMIZE:
+            chance = 1.0 / self.classes
+            return chance, 0.1 * (1.0 - chance) if self.rank == 2 else 0.0
         return None, 0.0

@@ -379,3 +379,30 @@ def test_a_build_that_raises_skips_its_teachers_once(reg: Registry, tmp_path: Pa
     text = str(caught[0].message)
     assert text.count("build(params) raised KeyError: 'widht'") == 2 and "(params: {" in text
     assert kd.teachers == [] and kd.stats()["steps_distilled"] == 0
+
+
+def test_a_diverged_token_logit_teacher_never_joins_the_pool(reg: Registry, tmp_path: Path) -> None:
+    """Masked-LM accuracies are small: a run stuck at the unigram plateau (5%) is still out."""
+    vocab = 50
+
+    def lm(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Embedding(vocab, 8), nn.Linear(8, vocab))
+
+    accuracies = {"good": 0.204, "best": 0.216, "diverged": 0.05, "also": 0.05}
+    ids = {}
+    for number, (name, acc) in enumerate(accuracies.items()):
+        rec = reg.register(lm(number).state_dict(), study="mlm", trial_number=number,
+                           metric_name="accuracy", metric_value=acc,
+                           output_signature=f"logits/3d/{vocab}")  # fmt: skip
+        ids[name] = rec.id
+    student = lm(9)
+    kd = Distiller(config(tmp_path), study="mlm", trial_number=9, registry=reg, model=student,
+                   metric_name="accuracy", background_refresh=False)  # fmt: skip
+    tokens = torch.randint(0, vocab, (4, 7), generator=torch.Generator().manual_seed(0))
+    labels = torch.full((4, 7), -100)
+    labels[:, 2] = tokens[:, 2]
+    logits = student(tokens)
+    kd.loss(logits, labels, tokens)
+    # chance 1/50; the 5% runs have 18% of the best's gain over it, below min_skill's 50%
+    assert sorted(r.id for r in kd.teachers) == sorted([ids["good"], ids["best"]])
