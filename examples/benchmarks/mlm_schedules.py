@@ -177,15 +177,9 @@ class Bench:
                 "weight": 0.0 if schedule is None else 1.0,
                 "schedule": schedule or "always",
             },
-            # the whole sweep teaches, weak teachers too (Blakeney §5.3: they still help); the
-            # gate's chance rule (10% of the way from 1/V to perfect) would drop an MLM model
-            "teachers": {
-                "studies": ["teachers"],
-                "pool": 8,
-                "chance_metric": 0.0,
-                "min_skill": 0.0,
-                "seed": 0,
-            },
+            # recycler's default quality gate: for token logits, relative to the best teacher,
+            # so a run of the sweep stuck at the unigram plateau (diverged) does not teach
+            "teachers": {"studies": ["teachers"], "pool": 8, "seed": 0},
             "register": {"enabled": teach},
         }
 

@@ -128,3 +128,43 @@ def test_the_recipe_sweeps_without_snapshot_warnings(
     )
     assert teachers == 4
     assert len(warned) >= 5, warned
+
+
+def train_without_model(config: dict[str, Any], kd: Distiller) -> None:
+    """Three reports without model=: the trial says once that it will be no teacher."""
+    import warnings
+
+    net = nn.Linear(64, 10)
+    kd.attach(net)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for epoch in range(3):
+            said = [str(w.message) for w in seen if "got no model=" in str(w.message)]
+            report({"accuracy": 0.5, "epoch": epoch, "said": " | ".join(said)})
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_report_without_a_model_says_once_that_the_trial_is_no_teacher(
+    local_ray: None, tmp_path: Path
+) -> None:
+    cfg = {"registry": f"sqlite:///{tmp_path / 'registry.db'}", "blobs": str(tmp_path / "b")}
+    results = tune.Tuner(
+        tune.with_resources(recycled(train_without_model, cfg, metric="accuracy"), {"cpu": 1}),
+        run_config=tune.RunConfig(
+            name="no-model",
+            storage_path=str(tmp_path / "ray_results"),
+            callbacks=[RegistryCallback(cfg)],
+            verbose=0,
+        ),
+    ).fit()
+    (result,) = list(results)
+    assert result.error is None
+    # said at the first report, once: the later reports see the same single warning
+    said = result.metrics["said"].split(" | ")
+    assert len(said) == 1 and said[0].startswith("recycler: trial 0 of 'no-model': ")
+    assert said[0].endswith(
+        "report() got no model=, so this trial's model will not become a teacher: pass "
+        "report(metrics, model=net) (or register.enabled: false to silence this)"
+    )
+    assert Registry(cfg["registry"], cfg["blobs"]).query(study="no-model") == []
