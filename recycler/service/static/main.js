@@ -99,6 +99,10 @@ function fillSelects() {
 
 // -- teachers and detail -------------------------------------------------------------------
 
+// each filter change starts a request; only the newest one's answer is shown (an older one
+// that answers later would put back rows the filters no longer ask for)
+let teachersAsked = 0;
+
 async function loadTeachers() {
   const params = {
     study: $("filter-study").value,
@@ -106,15 +110,17 @@ async function loadTeachers() {
     state: $("filter-state").value,
   };
   const tbl = $("teachers-table");
+  const asked = ++teachersAsked;
   tbl.dataset.loading = "1";
   try {
     const rows = await get(url("/api/teachers", params));
+    if (asked !== teachersAsked) return;
     table.setRows(rows);
     tbl.dataset.query = JSON.stringify(params);
   } catch (e) {
-    showError(e);
+    if (asked === teachersAsked) showError(e);
   } finally {
-    delete tbl.dataset.loading;
+    if (asked === teachersAsked) delete tbl.dataset.loading;
   }
 }
 
