@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._names import LOSSES
@@ -41,6 +42,7 @@ __all__ = [
     "loss_names",
     "mse_rows",
     "register_loss",
+    "task_loss_of",
     "standardize_logits",
 ]
 
@@ -327,3 +329,18 @@ def combine(task_loss: Tensor, kd: Tensor, weight: float) -> Tensor:
         tensor(3.5000)
     """
     return torch.add(task_loss, kd, alpha=weight)  # one autograd node, not two
+
+
+def task_loss_of(logits: Tensor, target: Tensor | None) -> Tensor:
+    """The default task loss: cross-entropy over class logits ``[B, C]`` or token logits
+    ``[..., V]`` (labels -100 ignored), what ``kd.loss`` uses without ``task_loss=``.
+
+    Example:
+        >>> round(float(task_loss_of(torch.zeros(2, 4), torch.tensor([0, 3]))), 4)  # log 4
+        1.3863
+    """
+    if target is None:
+        raise ValueError("loss() needs the target labels or task_loss=<your task loss>")
+    if logits.dim() == 2:  # no reshape: one autograd node fewer per step
+        return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))

@@ -58,7 +58,7 @@ def gc(registry: Registry, grace_seconds: float = 3600.0, *, dry_run: bool = Fal
         with writing(engine) as conn:
             pending = conn.execute(delete(TeacherRow).where(stale)).rowcount
         temp = store.remove_stale_temp(cutoff.timestamp())
-    me = registry._owner() if shared is not None else None
+    me = registry.registry_id() if shared is not None else None
     refs = shared.refs() if shared is not None else {}
     mine = set(refs.get(me or "", set()))
     others: set[str] = set().union(*(keys for owner, keys in refs.items() if owner != me))
@@ -260,7 +260,7 @@ def restore(registry: Registry, teacher_id: int) -> TeacherRecord:
         raise BlobError(f"teacher {rec.id} not restored: {exc}") from exc
     store = registry.blobs
     if isinstance(store, SharedStore):
-        store.add_ref(registry._owner(), key)
+        store.add_ref(registry.registry_id(), key)
     with writing(registry._engine()) as conn:
         conn.execute(
             update(TeacherRow)

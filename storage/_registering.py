@@ -138,7 +138,7 @@ def _write_blob(registry: Registry, key: str, data: bytes) -> bytes:
     """Write the blob (and, in a shared store, this registry's reference first); read it back."""
     store = registry.blobs
     if isinstance(store, SharedStore):  # before the blob: another registry's gc sees it
-        store.add_ref(registry._owner(), key)
+        store.add_ref(registry.registry_id(), key)
     store.put(key, data)
     try:
         return _loading.read_blob(store, key, len(data))

@@ -137,16 +137,13 @@ class Registry:
         """This registry's id: random, made with its schema; a recreated registry has another.
 
         What tells a teacher id stored elsewhere (Optuna's user attrs) from the same id in
-        another registry. Raises :class:`StorageError` when the registry cannot be reached.
+        another registry, and the name of this registry's references in a shared blob store.
+        Raises :class:`StorageError` when the registry cannot be reached.
 
         Example:
             >>> len(reg.registry_id())  # doctest: +SKIP
             32
         """
-        return self._owner()
-
-    def _owner(self) -> str:
-        """This registry's id: the name of its references in a shared blob store."""
         if self._owner_id is None:
             engine = self._engine()
             pick = select(MetaRow.value).where(MetaRow.name == "registry_id")

@@ -187,7 +187,7 @@ def _remove_demo_blobs(out: Path, url: str) -> bool:
         keys = {r.blob_key for r in records}
         removed = False
         store = registry.blobs
-        owner = registry._owner()
+        owner = registry.registry_id()
         for key in sorted(keys):
             if not isinstance(store, LocalBlobStore) or store.ref_owners(key) - {owner}:
                 continue  # another registry references it: not the demo's alone

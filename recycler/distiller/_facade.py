@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import warnings
 import zlib
@@ -10,13 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .._storage import Direction, Registry, StorageError, TeacherRecord
+from .._storage import Direction, Registry, TeacherRecord
 from ..config import RecycleConfig, check_locations
 from ..errors import ConfigError
-from ..losses import combine
+from ..losses import combine, task_loss_of
 from ..sampling import StepSampler
 from ..schedule import ALWAYS
 from ..teachers import BuildFn, Inputs, TeacherPool
@@ -39,8 +37,7 @@ class Distiller(IdentityView):
     distils this step and a pool exists, else the task loss alone (no teacher runs then).
     Call :meth:`finish` (or :meth:`register`) when the trial ends to make the model a teacher
     for later trials; :meth:`state_dict` / :meth:`load_state_dict` carry it across a resume.
-    ``run`` names this run of the trial (default: random); the teachers it registers are never
-    in its own pool, while an earlier run's under the same study name and number are.
+    ``run``: this run's key (:class:`TrialIdentity`; default random).
 
     Example:
         >>> kd = Distiller(study="lr-sweep", trial_number=3, model=net)  # doctest: +SKIP
@@ -229,7 +226,7 @@ class Distiller(IdentityView):
         ``mask``: for token logits [B, T, V], the positions to distil (default: target != -100).
         """
         self.accounting.tick()
-        task = task_loss if task_loss is not None else _task_loss(student_logits, target)
+        task = task_loss if task_loss is not None else task_loss_of(student_logits, target)
         try:
             if inputs is None:
                 self._no_inputs()
@@ -400,9 +397,7 @@ class Distiller(IdentityView):
         info: dict[str, Any] = {"study": self.study, "state": state, **self.stats()}
         info["kd"] = info["steps_distilled"] > 0
         info["registered"] = record is not None
-        info["run"] = self.identity.run
-        with contextlib.suppress(StorageError):  # an outage: the ids stay, without it
-            info["registry_id"] = self.registry.registry_id()
+        info.update(self._registrations.provenance())
         if reason is not None:
             info["not_registered"] = reason
         if self.config.summary:
@@ -496,11 +491,3 @@ class Distiller(IdentityView):
             self._refresher.signature = state["signature"]
         self._refresher.replanned()
         self._warmup_steps = None
-
-
-def _task_loss(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    if target is None:
-        raise ValueError("loss() needs the target labels or task_loss=<your task loss>")
-    if logits.dim() == 2:  # no reshape: one autograd node fewer per step
-        return F.cross_entropy(logits, target)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))

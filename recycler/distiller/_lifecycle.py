@@ -16,6 +16,7 @@ Registry failures are recorded, never raised: the trial's own result is never lo
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -253,8 +254,15 @@ class Registrations:
             out["intermediate_teachers"] = list(self.intermediate)
         return out
 
+    def provenance(self) -> dict[str, Any]:
+        """The run's key and the registry's id: what makes the trial's teacher ids unambiguous."""
+        out: dict[str, Any] = {"run": self.identity.run}
+        with contextlib.suppress(StorageError):  # an outage: the ids stay, without it
+            out["registry_id"] = self.registry.registry_id()
+        return out
+
     def state_dict(self) -> dict[str, Any]:
-        """The intermediate teachers and the last checkpoint's step."""
+        """The intermediate teachers, the last checkpoint's step and the run's key."""
         return {
             "intermediate": list(self.intermediate),
             "last_checkpoint": self.last_checkpoint,

@@ -42,7 +42,6 @@ import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -54,20 +53,19 @@ from ..config import RecycleConfig
 from ..distiller import Distiller, TrialOutcome, metric_of
 from ..errors import ConfigError
 from ..teachers import BuildFn
+from ._hf_identity import OBJECTIVE, who
 from ._hf_loop import (
     LoopLength,
-    args_params,
     forget_finished_dataloaders,
     kd_mask,
     kd_scale,
     names_schedule,
-    next_trial_number,
     parse_schedule,
     registry_for,
     student_logits,
 )
 from ._optuna_finish import finish as optuna_finish
-from ._ray_common import shareable, trial_number_of
+from ._ray_common import shareable
 
 if TYPE_CHECKING:
     import transformers
@@ -90,23 +88,11 @@ __all__ = [
 #: The default schedule for language-model (token) logits, after Blakeney et al. 2022 §5.2:
 #: distilling BERT only in the first 20-50% of training was best, throughout it hurt.
 MLM_SCHEDULE = "until 0.3dur"
-#: The metric name of a search's trials: the Trainer's objective.
-OBJECTIVE = "objective"
 #: Where teachers' models come from: a copy of the student's architecture, or model_init.
 TEACHERS_FROM = ("student", "model_init")
 ConfigLike = RecycleConfig | Mapping[str, Any] | str | os.PathLike[str] | None
 _LABEL_KEYS = frozenset({"labels", "label", "label_ids", "shift_labels"})
 _LM_SUFFIXES = ("ForMaskedLM", "ForCausalLM", "LMHeadModel")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Who:
-    study: str
-    number: int
-    id: str | None
-    params: dict[str, Any]
-    direction: Direction
-    metric: str
 
 
 def is_language_model(model: nn.Module) -> bool:
@@ -327,20 +313,29 @@ class RecycleMixin(_Base):  # type: ignore[misc]
         self._recycle_loop, self._recycle_last, self._recycle_synced = None, None, False
         config = self._recycle_trial_config()
         registry = self._recycle_registry or registry_for(config)
-        who = self._recycle_identity(trial, config, registry)
+        me = who(
+            trial,
+            backend=self._recycle_backend(),
+            search_direction=self._recycle_direction,
+            args=self.args,
+            has_eval=self.eval_dataset is not None,
+            config=config,
+            registry=registry,
+        )
         build = self._recycle_build() if self.teachers_from == "model_init" else None
         self.distiller = Distiller(
             config,
-            study=who.study,
-            trial_number=who.number,
-            trial_id=who.id,
+            study=me.study,
+            trial_number=me.number,
+            trial_id=me.id,
+            run=me.run,
             framework="transformers",
-            params=who.params,
+            params=me.params,
             registry=registry,
             model=self.model,
             build=build,
-            direction=who.direction,
-            metric_name=who.metric,
+            direction=me.direction,
+            metric_name=me.metric,
             # a model_init build draws random weights: in the training thread, RNG restored
             background_refresh=build is None,
         )
@@ -360,38 +355,6 @@ class RecycleMixin(_Base):  # type: ignore[misc]
                 config, teachers=dataclasses.replace(config.teachers, autocast=dtype)
             )
         return config
-
-    def _recycle_identity(self, trial: Any, config: RecycleConfig, registry: Registry) -> _Who:
-        backend = self._recycle_backend()
-        if backend == "optuna" and trial is not None:
-            study = trial.study
-            direction = Direction(study.direction.name.lower())
-            number, tid = trial.number, str(trial._trial_id)
-            return _Who(study.study_name, number, tid, dict(trial.params), direction, OBJECTIVE)
-        if backend == "ray" and trial is not None:
-            tune = require("ray.tune", "ray", feature="hyperparameter_search(backend='ray')")
-            context = tune.get_context()
-            tid = str(context.get_trial_id())
-            direction = self._recycle_direction or Direction.MINIMIZE
-            study = context.get_experiment_name()
-            return _Who(study, trial_number_of(tid), tid, dict(trial), direction, OBJECTIVE)
-        args = self.args
-        study = config.study or args.run_name or Path(args.output_dir).resolve().name
-        params = dict(trial) if isinstance(trial, Mapping) else args_params(args)
-        metric, direction = self._recycle_metric()
-        return _Who(study, next_trial_number(registry, study), None, params, direction, metric)
-
-    def _recycle_metric(self) -> tuple[str, Direction]:
-        """The metric a trial outside a search is ranked by: ``metric_for_best_model``."""
-        args = self.args
-        if self.eval_dataset is None:
-            return "train_loss", Direction.MINIMIZE
-        name = args.metric_for_best_model or "loss"
-        greater = args.greater_is_better
-        if greater is None:
-            greater = not name.endswith("loss")
-        key = name if name.startswith("eval_") else f"eval_{name}"
-        return key, Direction.MAXIMIZE if greater else Direction.MINIMIZE
 
     def _recycle_build(self) -> BuildFn:
         backend = self._recycle_backend()
