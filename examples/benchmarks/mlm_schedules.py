@@ -11,7 +11,7 @@ held-out set (fixed masks) is recorded against the run's own wall-clock (evaluat
 left out; teacher forwards included).
 
     python examples/benchmarks/mlm_schedules.py            # 4 teachers, 3 seeds x 4 schedules
-    python examples/benchmarks/mlm_schedules.py --quick    # 2 teachers, 2 seeds, a few steps
+    python examples/benchmarks/mlm_schedules.py --quick    # 2 teachers, 2 seeds, 60 steps each
 
 Outputs in ``--out``: mlm_schedules.md (the table and a verdict computed from the numbers),
 mlm_schedules.json (every curve) and mlm_schedules.png (accuracy against wall-clock).
@@ -80,7 +80,7 @@ class Setup:
     @classmethod
     def of(cls, quick: bool, seeds: int | None, epochs: int | None) -> Setup:
         if quick:
-            return cls(400, 32, 32, epochs or 1, 16, (2e-3, 5e-3), seeds or 2, 240, 2)
+            return cls(400, 32, 32, epochs or 1, 16, (5e-3, 1e-2), seeds or 2, 960, 2)
         lrs = (2e-3, 5e-3, 1e-2, 2e-2)
         return cls(500, 32, 64, epochs or 5, 32, lrs, seeds or 3, None, 8)
 
