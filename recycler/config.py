@@ -211,8 +211,12 @@ class BudgetConfig(_Section):
     baseline). ``scale``: a fraction in (0, 1], or ``auto``: the median point of their plan at
     which this study's earlier recycled trials first reached their best teacher's metric, plus
     ``margin``, within ``[min, max]`` (``max`` until there is evidence). A trial without a pool
-    always trains its whole plan. The loop reads the effective length from ``kd.epochs`` /
-    ``kd.steps``; a trial's value then comes from a shorter run with KD: that is the method.
+    always trains its whole plan. With ``init.from: best``, the budget is a bet on the head
+    start: ``auto`` reads only trials that started from a parent, and a trial that found no
+    compatible parent (e.g. another width) trains ``fresh`` of its plan (default the whole
+    plan: KD alone at a short budget falls behind). The loop reads the effective length from
+    ``kd.epochs`` / ``kd.steps``; a trial's value then comes from a shorter run with KD: that
+    is the method.
 
     Example:
         >>> BudgetConfig(scale=0.5).scale, BudgetConfig(scale="auto").min
@@ -224,6 +228,7 @@ class BudgetConfig(_Section):
     max: float = 1.0  # auto: never above it (and what auto uses before there is evidence)
     margin: float = 0.1  # auto: added to the evidence's fraction
     evidence: int = 5  # auto: how many of the latest recycled trials count
+    fresh: float = 1.0  # with init.from best: the fraction for a trial with no parent
 
     _name: ClassVar[str] = "budget"
     _checks: ClassVar[dict[str, Check]] = {
@@ -232,6 +237,7 @@ class BudgetConfig(_Section):
         "max": a_fraction,
         "margin": a_float(minimum=0.0),
         "evidence": an_int(minimum=1),
+        "fresh": a_fraction,
     }
 
     def _check_together(self) -> None:

@@ -24,6 +24,8 @@ from ..config import BudgetConfig
 
 #: The tag under which a finished recycled trial records when it reached its best teacher.
 REACHED_TAG = "reached"
+#: The tag of a teacher whose trial started from another teacher's weights (``init``).
+PARENT_TAG = "init_parent"
 NEVER = "never"
 
 
@@ -39,10 +41,22 @@ class BudgetDecision:
         return {"fraction": self.fraction, "why": self.why, "evidence": list(self.evidence)}
 
 
-def decide(config: BudgetConfig, *, has_pool: bool, evidence: Sequence[float]) -> BudgetDecision:
-    """The budget of a trial: ``scale``, or ``auto`` from the evidence, within the bounds."""
+def decide(
+    config: BudgetConfig,
+    *,
+    has_pool: bool,
+    evidence: Sequence[float],
+    parent: bool | None = None,
+) -> BudgetDecision:
+    """The budget of a trial: ``scale``, or ``auto`` from the evidence, within the bounds.
+
+    ``parent``: whether ``init`` started the trial from a teacher's weights (None: no
+    ``init``); a trial that ``init`` could not start from one trains ``budget.fresh``.
+    """
     if not has_pool:
         return BudgetDecision(1.0, "no pool: the whole plan")
+    if parent is False:
+        return BudgetDecision(config.fresh, f"init found no parent: budget.fresh {config.fresh}")
     if config.scale != "auto":
         return BudgetDecision(float(config.scale), f"budget.scale {config.scale}")
     if not evidence:
@@ -64,15 +78,19 @@ def effective(planned: int | None, fraction: float) -> int | None:
     return planned if fraction >= 1.0 else max(1, math.ceil(planned * fraction))
 
 
-def evidence_of(records: Iterable[TeacherRecord], config: BudgetConfig) -> list[float]:
+def evidence_of(
+    records: Iterable[TeacherRecord], config: BudgetConfig, *, parented: bool = False
+) -> list[float]:
     """The ``reached`` fractions of the latest final teachers that recorded one (newest first).
 
-    A trial that never reached its best teacher counts as ``budget.max``.
+    A trial that never reached its best teacher counts as ``budget.max``. ``parented``: only
+    trials that started from a parent count (a trial with a head start is compared with its
+    like, not with fresh starts).
     """
     found: list[float] = []
     for rec in sorted(records, key=lambda r: r.id, reverse=True):
         raw = rec.tags.get(REACHED_TAG) if rec.final else None
-        if raw is None:
+        if raw is None or (parented and PARENT_TAG not in rec.tags):
             continue
         if raw == NEVER:
             found.append(config.max)

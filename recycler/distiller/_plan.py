@@ -12,6 +12,7 @@ from ..config import RecycleConfig
 from ..sampling import select_pool
 from ._accounting import Accounting
 from ._budget import (
+    PARENT_TAG,
     REACHED_TAG,
     BudgetDecision,
     best_metric,
@@ -81,19 +82,20 @@ class TrialPlan:
             return
         pool, candidates = self.refresher.plan_pool()
         has_pool = len(pool) >= self.config.teachers.min_pool
+        parent: bool | None = None  # the budget follows init: a head start, or none
+        if self.config.init.source == "best" and model is not None:
+            self._init_from(pool, model)
+            parent = self.init_parent is not None
         budget = self.config.budget
         if budget.scale != 1.0:
-            self.budget = decide(
-                budget, has_pool=has_pool, evidence=evidence_of(candidates, budget)
-            )
+            evidence = evidence_of(candidates, budget, parented=bool(parent))
+            self.budget = decide(budget, has_pool=has_pool, evidence=evidence, parent=parent)
             fraction = self.budget.fraction
             self.clock.plan(
                 effective(epochs, fraction),
                 steps_per_epoch,
                 effective(steps, fraction) if steps is not None else None,
             )
-        if self.config.init.source == "best" and model is not None:
-            self._init_from(pool, model)
 
     def _init_from(self, pool: list[TeacherRecord], model: nn.Module) -> None:
         cfg = self.config.init
@@ -134,7 +136,7 @@ class TrialPlan:
             if reached is not None:
                 out[REACHED_TAG] = reached
         if self.init_parent is not None:
-            out["init_parent"] = str(self.init_parent)
+            out[PARENT_TAG] = str(self.init_parent)
         return out
 
     def info(self) -> dict[str, Any]:

@@ -48,6 +48,13 @@ def test_budget_arithmetic() -> None:
     assert decide(auto, has_pool=True, evidence=[0.05]).fraction == 0.3  # bounded below
     assert decide(auto, has_pool=True, evidence=[0.95, 1.0]).fraction == 0.9  # and above
     assert "median of 3" in decide(auto, has_pool=True, evidence=[0.2, 0.6, 0.4]).why
+    # init asked for a parent and found none: budget.fresh, whatever scale and evidence say
+    orphan = decide(BudgetConfig(scale="auto", fresh=0.8), has_pool=True, evidence=[0.2],
+                    parent=False)  # fmt: skip
+    assert (orphan.fraction, orphan.why) == (0.8, "init found no parent: budget.fresh 0.8")
+    assert decide(half, has_pool=True, evidence=[], parent=False).fraction == 1.0  # default
+    assert decide(half, has_pool=True, evidence=[], parent=True).fraction == 0.5
+    assert decide(half, has_pool=False, evidence=[], parent=False).fraction == 1.0
 
 
 def test_reached_tag() -> None:
@@ -71,6 +78,47 @@ def test_auto_reads_the_studys_evidence_from_a_registry(reg: Registry, tmp_path:
     assert kd.stats()["budget"]["fraction"] == 0.6
     assert (kd.epochs, kd.steps) == (12, 60)
     assert evidence_of([], cfg.budget) == []
+
+
+def test_auto_after_a_warm_start_reads_only_warm_started_trials(
+    reg: Registry, tmp_path: Path
+) -> None:
+    net = make_net()
+    tags = [{"reached": "0.9"}, {"reached": "0.2", "init_parent": "1"}, {"reached": "never"},
+            {"reached": "0.3", "init_parent": "2"}]  # fmt: skip
+    for number, tag in enumerate(tags):
+        reg.register(net.state_dict(), study="s", trial_number=number, metric_name="accuracy",
+                     metric_value=0.5 + number / 10, output_signature=SIG, tags=tag)  # fmt: skip
+    budget = BudgetConfig(scale="auto", margin=0.1, max=0.8)
+    records = reg.query()
+    assert evidence_of(records, budget, parented=True) == [0.3, 0.2]
+    assert evidence_of(records, budget) == [0.3, 0.8, 0.2, 0.9]  # "never" counts as max
+    cfg = config(tmp_path, budget={"scale": "auto", "margin": 0.1, "max": 0.8},
+                 init={"from": "best"})  # fmt: skip
+    kd = distiller(reg, cfg)
+    kd.plan(epochs=20, steps_per_epoch=5)
+    stats = kd.stats()
+    # warm-started from the best (trial 3): median of 0.3 and 0.2 = 0.25, + 0.1
+    assert stats["init_parent"] is not None and stats["budget"]["evidence"] == [0.3, 0.2]
+    assert stats["budget"]["fraction"] == 0.35 and kd.epochs == 7
+
+
+def test_a_trial_init_could_not_warm_start_trains_budget_fresh(
+    reg: Registry, tmp_path: Path
+) -> None:
+    fill(reg, 2, width=4)  # another width: no compatible parent
+    for fresh, epochs in ((None, 10), (0.7, 7)):
+        budget = {"scale": 0.3} if fresh is None else {"scale": 0.3, "fresh": fresh}
+        kd = distiller(reg, config(tmp_path, budget=budget, init={"from": "best"}))
+        kd.plan(epochs=10, steps_per_epoch=4)
+        assert kd.stats()["init_parent"] is None and kd.epochs == epochs
+        assert kd.stats()["budget"]["why"].startswith("init found no parent: budget.fresh")
+    same = make_net()  # the student's own shapes in the registry: a parent, and the budget
+    reg.register(same.state_dict(), study="s", trial_number=5, metric_name="accuracy",
+                 metric_value=0.9, output_signature=SIG)  # fmt: skip
+    kd = distiller(reg, config(tmp_path, budget={"scale": 0.3}, init={"from": "best"}))
+    kd.plan(epochs=10, steps_per_epoch=4)
+    assert kd.stats()["init_parent"] is not None and kd.epochs == 3
 
 
 def test_a_trial_with_a_pool_trains_its_budget(reg: Registry, tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": None,
     },
     "register": {"on": ["complete", "pruned"], "enabled": True, "every": None},
-    "budget": {"scale": 1.0, "min": 0.25, "max": 1.0, "margin": 0.1, "evidence": 5},
+    "budget": {"scale": 1.0, "min": 0.25, "max": 1.0, "margin": 0.1, "evidence": 5, "fresh": 1.0},
     "init": {"from": "none", "shrink": 1.0, "perturb": 0.0},
 }
 
