@@ -66,7 +66,9 @@ class LineageRecord:
 
     ``run`` tells apart two runs of a trial under one study name (an in-memory study run
     twice): ``''`` on rows written before it was recorded. ``trial_id`` is the framework's own
-    id of the student trial (Ray's ``4cc34_00003``), when it has one.
+    id of the student trial (Ray's ``4cc34_00003``), when it has one. ``kind`` is ``'kd'``
+    (the teacher taught the trial) or ``'init'`` (the trial started from its weights; no steps
+    distilled).
 
     Example:
         >>> [r.teacher_id for r in registry.lineage("lr-sweep", 4)]  # doctest: +SKIP
@@ -83,6 +85,11 @@ class LineageRecord:
     created_at: dt.datetime
     run: str = ""
     trial_id: str | None = None
+    kind: str = "kd"
+
+
+#: The kinds of lineage row: a KD teacher, the trial's init parent.
+LINEAGE_KINDS: tuple[str, ...] = ("kd", "init")
 
 
 @dataclass(frozen=True)

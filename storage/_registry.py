@@ -31,6 +31,7 @@ from ._rdb.engine import PoolLimits, dispose, get_engine, reading, writing
 from ._rdb.models import LineageRow, MetaRow, TeacherRow
 from ._rdb.schema import ensure_schema, upgrade
 from ._records import (
+    LINEAGE_KINDS,
     Checkpoint,
     Direction,
     GcReport,
@@ -361,13 +362,18 @@ class Registry:
         overhead: float | None = None,
         run: str = "",
         trial_id: str | None = None,
+        kind: str = "kd",
     ) -> None:
-        """Record that a student trial distilled from a teacher.
+        """Record that a student trial distilled from a teacher (``kind='init'``: started from it).
 
-        Replaces the record of the same run of the same trial and teacher; another ``run``
-        (the study name reused) gets rows of its own.
+        Replaces the record of the same run of the same trial, teacher and kind; another
+        ``run`` (the study name reused) gets rows of its own. ``kind`` is ``'kd'`` or
+        ``'init'`` (else ``ValueError``).
         """
         check_name("study", study)
+        if kind not in LINEAGE_KINDS:
+            allowed = " or ".join(repr(k) for k in LINEAGE_KINDS)
+            raise ValueError(f"lineage kind must be {allowed}, got {kind!r}")
         values = dict(
             steps_distilled=int(steps_distilled),
             weight=float(weight),
@@ -382,6 +388,7 @@ class Registry:
                     LineageRow.trial_number == trial_number,
                     LineageRow.run == run,
                     LineageRow.teacher_id == teacher_id,
+                    LineageRow.kind == kind,
                 )
                 .values(**values)
             ).rowcount
@@ -392,13 +399,14 @@ class Registry:
                         trial_number=trial_number,
                         run=run,
                         teacher_id=teacher_id,
+                        kind=kind,
                         created_at=_now(),
                         **values,
                     )
                 )
 
     def lineage(self, study: str, trial_number: int | None = None) -> list[LineageRecord]:
-        """Lineage rows of a study (or of one trial): by trial, run, then teacher."""
+        """Lineage rows of a study (or of one trial): by trial, run, teacher, then kind."""
         with reading(self._engine()) as conn:
             return _studies.lineage(conn, study, trial_number)
 

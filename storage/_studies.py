@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, func, select
 
 from ._rdb.models import LineageRow, TeacherRow
 from ._records import Direction, LineageRecord, Status
@@ -22,8 +22,9 @@ class StudySummary:
     """One study as the registry knows it: its teachers by status, its best, its lineage.
 
     ``best_value`` is the best READY teacher's metric by that study's direction;
-    ``students``/``lineage_rows``/``steps_distilled``/``mean_overhead`` describe the trials
-    of this study that distilled (the lineage rows whose student is in it).
+    ``lineage_rows`` counts the lineage rows whose student is in this study (every kind);
+    ``students``/``steps_distilled``/``mean_overhead`` describe the trials that distilled
+    (its ``'kd'`` rows only: an init parent taught nothing).
 
     Example:
         >>> s = registry.studies()[0]  # doctest: +SKIP
@@ -65,13 +66,14 @@ def study_summaries(conn: Connection) -> list[StudySummary]:
             .group_by(t.study)
         ).all()
     )
+    kd = lin.kind == "kd"
     lineage = conn.execute(
         select(
             lin.study,
             func.count(),
-            func.count(func.distinct(lin.trial_number)),
-            func.coalesce(func.sum(lin.steps_distilled), 0),
-            func.avg(lin.overhead),
+            func.count(func.distinct(case((kd, lin.trial_number)))),
+            func.coalesce(func.sum(case((kd, lin.steps_distilled))), 0),
+            func.avg(case((kd, lin.overhead))),
         ).group_by(lin.study)
     ).all()
     acc: dict[str, dict[str, Any]] = {}
@@ -97,12 +99,12 @@ def study_summaries(conn: Connection) -> list[StudySummary]:
 
 
 def lineage(conn: Connection, study: str, trial_number: int | None) -> list[LineageRecord]:
-    """The lineage rows of a study (or of one trial): by trial, run, then teacher."""
+    """The lineage rows of a study (or of one trial): by trial, run, teacher, then kind."""
     lin = LineageRow
     stmt = select(lin.__table__).where(lin.study == study)
     if trial_number is not None:
         stmt = stmt.where(lin.trial_number == trial_number)
-    stmt = stmt.order_by(lin.trial_number, lin.run, lin.teacher_id)
+    stmt = stmt.order_by(lin.trial_number, lin.run, lin.teacher_id, lin.kind)
     return [_lineage_record(r) for r in conn.execute(stmt).all()]
 
 
@@ -129,6 +131,7 @@ def _lineage_record(r: Any) -> LineageRecord:
         created_at=_aware(r.created_at),
         run=r.run,
         trial_id=r.trial_id,
+        kind=r.kind,
     )
 
 

@@ -125,12 +125,13 @@ LINEAGE_HEADERS = (
     "TEACHER",
     "TEACHER STUDY",
     "TEACHER TRIAL",
+    "KIND",
     "STEPS",
     "WEIGHT",
     "OVERHEAD",
     "CREATED",
 )
-_LINEAGE_RIGHT = {0, 3, 5, 6, 7, 8}
+_LINEAGE_RIGHT = {0, 3, 5, 7, 8, 9}
 #: How many leading characters of a lineage row's run key tell two runs apart in a table.
 RUN_PREFIX = 8
 
@@ -138,7 +139,8 @@ RUN_PREFIX = 8
 def lineage_table(
     records: Sequence[LineageRecord], teachers: Mapping[int, TeacherRecord | None]
 ) -> str:
-    """The ``lineage`` table: each student trial and the teachers it distilled from.
+    """The ``lineage`` table: each student trial, the teachers it distilled from (``kd``) and
+    the one it started from (``init``).
 
     ``teachers`` maps a teacher id to its record, or to ``None`` when it cannot be read.
     """
@@ -153,6 +155,7 @@ def lineage_table(
                 str(r.teacher_id),
                 _NONE if t is None else t.study,
                 _NONE if t is None else str(t.trial_number),
+                r.kind,
                 str(r.steps_distilled),
                 number(r.weight),
                 number(r.overhead),

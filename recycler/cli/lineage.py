@@ -1,4 +1,5 @@
-"""``recycler lineage STUDY [TRIAL]``: which teachers each student trial distilled from."""
+"""``recycler lineage STUDY [TRIAL]``: which teachers each student trial distilled from (or
+started from)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def add(sub: Subparsers, common: Parser) -> None:
         help="which teachers the trials of a study learned from",
         description="Lineage of a study (or of one trial): each student trial (its framework "
         "id, and the first characters of its run's key, which tell apart two runs of a reused "
-        "study name), the teachers it distilled from, for how many steps, with what weight and "
-        "overhead.",
+        "study name), the teachers it distilled from (KIND kd), for how many steps, with what "
+        "weight and overhead, and the teacher whose weights it started from (KIND init).",
     )
     p.add_argument("study", metavar="STUDY", help="the student's study")
     p.add_argument("trial", metavar="TRIAL", nargs="?", type=non_negative_int, help="one trial")

@@ -430,8 +430,8 @@ class Distiller(IdentityView):
         )
 
     def write_lineage(self) -> None:
-        """Record which teachers this trial learned from (idempotent)."""
-        self._registrations.write_lineage(self.config.distill.weight)
+        """Record which teachers this trial learned from, and its init parent (idempotent)."""
+        self._registrations.write_lineage(self.config.distill.weight, self._plan.init_parent)
 
     @property
     def overhead(self) -> float:

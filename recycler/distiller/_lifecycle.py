@@ -227,10 +227,24 @@ class Registrations:
                 self.accounting.note_error(f"deleting intermediate teacher failed: {exc}")
         self.intermediate.clear()
 
-    def write_lineage(self, weight: float) -> None:
-        """Record which teachers the trial learned from, and how much (idempotent)."""
+    def write_lineage(self, weight: float, init_parent: int | None = None) -> None:
+        """Record which teachers the trial learned from, and how much (idempotent).
+
+        ``init_parent``: the teacher whose weights the trial started from (``init.from``),
+        written as a ``'init'`` row with no steps distilled.
+        """
         me = self.identity
         try:
+            if init_parent is not None:
+                self.registry.add_lineage(
+                    me.study,
+                    me.number,
+                    init_parent,
+                    steps_distilled=0,
+                    run=me.run,
+                    trial_id=me.id,
+                    kind="init",
+                )
             for tid, steps in self.accounting.used.items():
                 self.registry.add_lineage(
                     me.study,

@@ -69,6 +69,7 @@ class LineageRowOut(BaseModel):
     weight: float
     overhead: float | None
     created_at: dt.datetime
+    kind: str = Field(description="kd (the teacher taught the trial) or init (its init parent)")
 
 
 class TeacherDetailOut(BaseModel):
@@ -131,7 +132,8 @@ class NodeOut(BaseModel):
 
 
 class EdgeOut(BaseModel):
-    """``source`` (a teacher's trial) taught ``target`` (a student trial) for ``steps``."""
+    """``source`` (a teacher's trial) taught ``target`` (a student trial) for ``steps``, or
+    ``target`` started from its weights (``kinds`` has ``init``)."""
 
     source: str
     target: str
@@ -139,6 +141,7 @@ class EdgeOut(BaseModel):
     weight: float
     overhead: float | None
     teacher_ids: list[int]
+    kinds: list[str] = Field(description="its rows' kinds: kd (taught), init (init parent)")
 
 
 class LineageOut(BaseModel):

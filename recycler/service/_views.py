@@ -88,6 +88,7 @@ def lineage_json(rec: LineageRecord) -> dict[str, Any]:
         "weight": rec.weight,
         "overhead": rec.overhead,
         "created_at": rec.created_at,
+        "kind": rec.kind,
     }
 
 
@@ -185,8 +186,13 @@ class Views:
                     "weight": r.weight,
                     "overhead": r.overhead,
                     "teacher_ids": [],
+                    "kinds": [],
                 },
             )
+            if r.kind not in edge["kinds"]:
+                if r.kind == "kd":  # the pair's KD weight and cost, not its init parent's
+                    edge.update(weight=r.weight, overhead=r.overhead)
+                edge["kinds"] = sorted([*edge["kinds"], r.kind])
             edge["steps"] += r.steps_distilled
             edge["teacher_ids"].append(r.teacher_id)
         if rows:  # the students' own metric, where they became teachers themselves

@@ -67,11 +67,16 @@ class TeacherRow(Base):
 
 
 class LineageRow(Base):
-    """A row of ``recycler_lineage``: student trial -> teacher, with the KD it received."""
+    """A row of ``recycler_lineage``: student trial -> teacher, with the KD it received.
+
+    ``kind``: ``'kd'`` (the teacher taught the trial) or ``'init'`` (its init parent).
+    """
 
     __tablename__ = "recycler_lineage"
     __table_args__ = (
-        UniqueConstraint("study", "trial_number", "run", "teacher_id", name="uq_recycler_lineage"),
+        UniqueConstraint(
+            "study", "trial_number", "run", "teacher_id", "kind", name="uq_recycler_lineage"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -84,6 +89,7 @@ class LineageRow(Base):
     weight: Mapped[float] = mapped_column(Float)
     overhead: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(8), server_default="kd")
 
 
 class MetaRow(Base):

@@ -12,7 +12,7 @@ from .engine import enable_wal, reading, writing
 
 VERSION_TABLE = "recycler_schema"
 #: Revisions this library knows, oldest first; the last one is the current schema.
-REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
+REVISIONS: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006")
 HEAD = REVISIONS[-1]
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _LOCK_ID = zlib.crc32(b"recycler_schema")

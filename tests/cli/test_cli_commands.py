@@ -120,14 +120,14 @@ def test_lineage_table_and_json(filled: Filled, run_cli: RunCli) -> None:
     header, *rows = _table(out.stdout)
     assert header == [
         "STUDENT TRIAL", "TRIAL ID", "RUN", "TEACHER", "TEACHER STUDY", "TEACHER TRIAL",
-        "STEPS", "WEIGHT", "OVERHEAD", "CREATED",
+        "KIND", "STEPS", "WEIGHT", "OVERHEAD", "CREATED",
     ]  # fmt: skip
     lr1, lr2 = str(filled.ids["lr1"]), str(filled.ids["lr2"])
-    assert [r[:9] for r in rows] == [
-        ["2", "-", "-", lr1, "lr-sweep", "1", "900", "0.5", "-"],
-        ["3", "4cc34_00003", "4f1c2a9b", lr1, "lr-sweep", "1", "500", "1", "0.12"],
-        ["3", "4cc34_00003", "4f1c2a9b", lr2, "lr-sweep", "2", "480", "1", "0.12"],
-        ["3", "9e0f1_00003", "c0ffee5e", lr1, "lr-sweep", "1", "300", "1", "-"],
+    assert [r[:10] for r in rows] == [
+        ["2", "-", "-", lr1, "lr-sweep", "1", "kd", "900", "0.5", "-"],
+        ["3", "4cc34_00003", "4f1c2a9b", lr1, "lr-sweep", "1", "kd", "500", "1", "0.12"],
+        ["3", "4cc34_00003", "4f1c2a9b", lr2, "lr-sweep", "2", "kd", "480", "1", "0.12"],
+        ["3", "9e0f1_00003", "c0ffee5e", lr1, "lr-sweep", "1", "kd", "300", "1", "-"],
     ]
 
     out = run_cli(*where, "lineage", "lr-sweep", "3", "--json")
@@ -135,7 +135,7 @@ def test_lineage_table_and_json(filled: Filled, run_cli: RunCli) -> None:
     got = json.loads(out.stdout)
     records = filled.registry.lineage("lr-sweep", 3)
     assert [{k: r[k] for k in list(r)[:-2]} for r in got] == [to_json(r) for r in records]
-    assert list(got[0])[-4:] == ["run", "trial_id", "teacher_study", "teacher_trial"]
+    assert list(got[0])[-5:] == ["run", "trial_id", "kind", "teacher_study", "teacher_trial"]
     assert [
         (r["teacher_id"], r["steps_distilled"], r["run"], r["trial_id"],
          r["teacher_study"], r["teacher_trial"])
@@ -145,6 +145,32 @@ def test_lineage_table_and_json(filled: Filled, run_cli: RunCli) -> None:
         (filled.ids["lr2"], 480, RUN_A, "4cc34_00003", "lr-sweep", 2),
         (filled.ids["lr1"], 300, RUN_B, "9e0f1_00003", "lr-sweep", 1),
     ]  # fmt: skip
+
+
+def test_lineage_shows_the_init_parent(tmp_path: Path, run_cli: RunCli) -> None:
+    url, blobs = f"sqlite:///{tmp_path / 'reg.db'}", tmp_path / "blobs"
+    reg = Registry(url, blobs)
+    a, b = (reg.register(weights(float(i)), study="s", trial_number=i).id for i in range(2))
+    run = {"run": "cd" * 16, "trial_id": "t2"}
+    reg.add_lineage("s", 2, a, steps_distilled=0, kind="init", **run)  # started from a
+    reg.add_lineage("s", 2, a, steps_distilled=30, overhead=0.25, **run)  # and distilled
+    reg.add_lineage("s", 2, b, steps_distilled=20, overhead=0.25, **run)
+    dispose_all()
+    where = ["--registry", url, "--blobs", str(blobs)]
+
+    out = run_cli(*where, "lineage", "s", "2")
+    assert out.returncode == 0, out.stderr
+    header, *rows = _table(out.stdout)
+    assert header[6] == "KIND"
+    assert [r[:10] for r in rows] == [
+        ["2", "t2", "cdcdcdcd", str(a), "s", "0", "init", "0", "1", "-"],
+        ["2", "t2", "cdcdcdcd", str(a), "s", "0", "kd", "30", "1", "0.25"],
+        ["2", "t2", "cdcdcdcd", str(b), "s", "1", "kd", "20", "1", "0.25"],
+    ]
+    out = run_cli(*where, "lineage", "s", "--json")
+    assert out.returncode == 0, out.stderr
+    got = [(r["teacher_id"], r["kind"], r["steps_distilled"]) for r in json.loads(out.stdout)]
+    assert got == [(a, "init", 0), (a, "kd", 30), (b, "kd", 20)]
 
 
 def test_lineage_of_a_gone_or_malformed_teacher(tmp_path: Path, run_cli: RunCli) -> None:

@@ -207,6 +207,35 @@ def test_init_falls_back_to_fresh_weights_with_one_message(
     assert kd.model is not None
     assert all(torch.equal(v, fresh[k]) for k, v in kd.model.state_dict().items())
     assert kd.stats()["init_parent"] is None and kd.stats()["init"].startswith("fresh start")
+    kd.finish("complete", 0.5)
+    assert [r for r in reg.lineage("s", 9) if r.kind == "init"] == []  # no parent, no init row
+
+
+def test_lineage_records_the_init_parent_beside_the_kd_teachers(
+    reg: Registry, tmp_path: Path
+) -> None:
+    ids = fill(reg, 3)  # metrics 0.5, 0.6, 0.7: the best (the init parent) is the last
+    cfg = config(
+        tmp_path, init={"from": "best"}, teachers={"pool": 2, "per_step": "all", "seed": 0}
+    )
+    kd = distiller(reg, cfg, seed=4)
+    kd.plan(epochs=2, steps_per_epoch=3)
+    net, (x, y) = kd.model, batch()
+    assert net is not None
+    for _ in range(6):
+        kd.loss(net(x), y, x)
+    outcome = kd.finish("complete", 0.8)
+    kd.write_lineage()  # again (Ray's report, then its end): the same rows
+    rows = reg.lineage("s", 9)
+    assert [(r.teacher_id, r.kind, r.steps_distilled, r.weight) for r in rows] == [
+        (ids[1], "kd", 6, 1.0),
+        (ids[2], "init", 0, 1.0),
+        (ids[2], "kd", 6, 1.0),
+    ]
+    assert {(r.run, r.trial_id) for r in rows} == {(kd.identity.run, None)}
+    assert [r.overhead for r in rows if r.kind == "init"] == [None]
+    assert outcome.info["init_parent"] == ids[2] and outcome.info["steps_distilled"] == 6
+    assert [(r.trial_number, r.kind) for r in reg.taught(ids[2])] == [(9, "init"), (9, "kd")]
 
 
 def test_optuna_attrs_and_ray_metrics_carry_the_plan(tmp_path: Path) -> None:
@@ -238,3 +267,5 @@ def test_optuna_attrs_and_ray_metrics_carry_the_plan(tmp_path: Path) -> None:
     # it distilled and reached its best teacher (0.5) at its first report: 2 of 8 planned steps
     mine = reg.get(attrs["teacher_id"])
     assert mine.tags["reached"] == "0.25" and mine.tags["init_parent"] == str(parent)
+    lineage = [(r.teacher_id, r.kind, r.steps_distilled) for r in reg.lineage("s", 0)]
+    assert lineage == [(parent, "init", 0), (parent, "kd", 4)]

@@ -126,6 +126,8 @@ def build(root: Path) -> DemoLike:
     reg.delete(ids["lr3"])
     reg.add_lineage("lr-sweep", 2, ids["r4"], steps_distilled=50, overhead=0.1)  # cross-study
     reg.add_lineage("lr-sweep", 2, ids["lr0"], steps_distilled=30, overhead=0.1)
+    reg.add_lineage("lr-sweep", 2, ids["lr0"], steps_distilled=0, kind="init")  # its init parent
+    reg.add_lineage("lr-sweep", 3, ids["lr0"], steps_distilled=0, kind="init")  # no KD: dashed
     ids["bert"] = reg.register(
         _weights(20.0),
         study="bert-mlm",

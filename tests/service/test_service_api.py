@@ -132,6 +132,17 @@ def test_lineage_graph_equals_the_registry(served: Served) -> None:
         assert sum(e["steps"] for e in graph["edges"]) == sum(r.steps_distilled for r in rows)
     cross = [n for n in graph["nodes"] if not n["in_study"]]
     assert [n["study"] for n in cross] == ["demo-recycled"]
+    # lr-sweep: trial 2 started from trial 0's weights and distilled from it; trial 3 only started
+    kinds = {
+        (e["source"], e["target"]): (e["kinds"], e["steps"], e["overhead"]) for e in graph["edges"]
+    }
+    assert kinds == {
+        ("0@lr-sweep", "2@lr-sweep"): (["init", "kd"], 30, 0.1),
+        ("4@demo-recycled", "2@lr-sweep"): (["kd"], 50, 0.1),
+        ("0@lr-sweep", "3@lr-sweep"): (["init"], 0, None),
+    }
+    assert [r["kind"] for r in graph["rows"]] == [r.kind for r in reg.lineage("lr-sweep")]
+    assert sorted(r["kind"] for r in graph["rows"]) == ["init", "init", "kd", "kd"]
     with served.client() as c:
         one = c.get("/api/lineage", params={"study": "demo-recycled", "trial": 3}).json()
         none = c.get("/api/lineage", params={"study": "no such study"}).json()

@@ -36,7 +36,7 @@ def test_revisions_constant_matches_the_migration_scripts() -> None:
     oldest_first = tuple(reversed([r.revision for r in script.walk_revisions()]))
     assert oldest_first == schema.REVISIONS
     assert script.get_heads() == [schema.HEAD]
-    assert SCHEMA_VERSION == schema.HEAD == "0005"
+    assert SCHEMA_VERSION == schema.HEAD == "0006"
 
 
 def test_models_match_the_migrated_schema(db_url: str, tmp_path: Path) -> None:
@@ -104,13 +104,13 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
     stale = Registry(db_url, tmp_path / "blobs")
     with pytest.raises(SchemaError, match=r"run `recycler db upgrade`") as info:
         stale.query()
-    assert "0001" in str(info.value) and "0005" in str(info.value)
+    assert "0001" in str(info.value) and "0006" in str(info.value)
     with pytest.raises(SchemaError):
         stale.register(tiny_state(0), study="new", trial_number=0)
     assert _counts(db_url)["recycler_teachers"] == 1 and _version(db_url) == "0001"
 
-    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0005"
-    assert _version(db_url) == "0005"
+    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0006"
+    assert _version(db_url) == "0006"
     reg = Registry(db_url, tmp_path / "blobs")
     old = reg.get(old_id)
     assert (old.study, old.trial_number, old.step, old.metric_value) == ("old-study", 7, 3, 0.8)
@@ -120,8 +120,8 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
     assert [r.id for r in reg.query(study="old-study", top_k=1)] == [old_id]
     assert [r.id for r in reg.query(tags={"team": "old"})] == [old_id]
     assert [
-        (r.trial_number, r.teacher_id, r.run, r.trial_id) for r in reg.lineage("old-study")
-    ] == [(9, old_id, "", None)]  # 0005: the old row is the run '' and has no framework trial id
+        (r.trial_number, r.teacher_id, r.run, r.trial_id, r.kind) for r in reg.lineage("old-study")
+    ] == [(9, old_id, "", None, "kd")]  # 0005: run '', no framework trial id; 0006: a KD row
     # another run of trial 9 under the same study name adds rows; the same run replaces its own
     reg.add_lineage("old-study", 9, old_id, steps_distilled=7, run="r2", trial_id="t_00009")
     reg.add_lineage("old-study", 9, old_id, steps_distilled=8, run="r2", trial_id="t_00009")
@@ -135,7 +135,27 @@ def test_database_at_the_first_revision_upgrades(db_url: str, tmp_path: Path) ->
         old_id, "blob never existed"
     )  # the 0002 column works; 0003 ranked the old row above
     assert reg.get(old_id).reason == "blob never existed"
-    assert reg.upgrade() == "0005"  # upgrading again is a no-op
+    assert reg.upgrade() == "0006"  # upgrading again is a no-op
+
+
+def test_0005_lineage_rows_become_kd_and_an_init_row_joins_them(
+    db_url: str, tmp_path: Path
+) -> None:
+    assert schema.upgrade(get_engine(db_url), db_url, target="0005") == "0005"
+    old_id = _insert_v1_teacher(db_url)  # and a lineage row of trial 9, 50 steps
+    with writing(get_engine(db_url)) as conn:
+        conn.execute(text("UPDATE recycler_lineage SET run = 'r1', trial_id = 't9'"))
+    assert Registry(db_url, tmp_path / "blobs").upgrade() == "0006"
+    assert scalar(db_url, "SELECT kind FROM recycler_lineage") == "kd"
+    reg = Registry(db_url, tmp_path / "blobs")
+    # the same teacher is also trial 9's init parent: a row of its own, the KD row unchanged
+    for _ in range(2):  # idempotent
+        reg.add_lineage("old-study", 9, old_id, steps_distilled=0, run="r1", kind="init")
+    assert [(r.teacher_id, r.kind, r.steps_distilled, r.run) for r in reg.lineage("old-study")] == [
+        (old_id, "init", 0, "r1"),
+        (old_id, "kd", 50, "r1"),
+    ]
+    assert _counts(db_url)["recycler_lineage"] == 2
 
 
 def test_newer_schema_is_refused_and_nothing_is_written(db_url: str, tmp_path: Path) -> None:

@@ -86,3 +86,39 @@ def test_taught_lists_a_teachers_students(registry: Registry) -> None:
 
 def test_empty_registry_has_no_studies(registry: Registry) -> None:
     assert registry.studies() == []
+
+
+def test_init_rows_are_lineage_but_not_kd(registry: Registry) -> None:
+    a = registry.register(_w(1), study="s", trial_number=0, metric_value=0.5).id
+    b = registry.register(_w(2), study="s", trial_number=1, metric_value=0.6).id
+    registry.add_lineage("s", 2, a, steps_distilled=40, overhead=0.2)
+    before = registry.studies()
+    # trial 2 started from a's weights (a is also its KD teacher); trial 3 only started from b
+    registry.add_lineage("s", 2, a, steps_distilled=0, kind="init")
+    registry.add_lineage("s", 3, b, steps_distilled=0, kind="init")
+    registry.add_lineage("s", 3, b, steps_distilled=0, kind="init")  # idempotent
+    assert [
+        (r.trial_number, r.teacher_id, r.kind, r.steps_distilled) for r in registry.lineage("s")
+    ] == [
+        (2, a, "init", 0),
+        (2, a, "kd", 40),
+        (3, b, "init", 0),
+    ]
+    assert [(r.trial_number, r.kind) for r in registry.taught(b)] == [(3, "init")]
+    (s,) = registry.studies()
+    (old,) = before
+    assert (s.students, s.steps_distilled, s.mean_overhead) == (1, 40, pytest.approx(0.2))
+    assert (s.students, s.steps_distilled, s.teachers) == (
+        old.students,
+        old.steps_distilled,
+        old.teachers,
+    )
+    assert (old.lineage_rows, s.lineage_rows) == (1, 3)  # every row of the study's lineage
+
+
+@pytest.mark.parametrize("kind", ["KD", "parent", "", None])
+def test_add_lineage_refuses_an_unknown_kind(registry: Registry, kind: object) -> None:
+    a = registry.register(_w(1), study="s", trial_number=0).id
+    with pytest.raises(ValueError, match=r"lineage kind must be 'kd' or 'init', got "):
+        registry.add_lineage("s", 1, a, steps_distilled=1, kind=kind)  # type: ignore[arg-type]
+    assert registry.lineage("s") == []

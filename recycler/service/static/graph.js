@@ -1,5 +1,6 @@
 // The lineage of a study as a graph: one node per trial, one arrow per "taught" pair
-// (teacher's trial -> student trial), as wide as the steps distilled.
+// (teacher's trial -> student trial), as wide as the steps distilled; dashed when the student
+// only started from the teacher's weights (an init parent, no KD).
 import { clear, num, s } from "./dom.js";
 
 const R = 14;
@@ -61,10 +62,15 @@ export function lineageGraph(svg, graph, onNode) {
       d = `M${ax},${ay}C${ax},${(ay + by) / 2} ${bx},${(ay + by) / 2} ${bx},${by}`;
     }
     const width = 1 + 5 * Math.sqrt(e.steps / maxSteps);
-    edges.append(s("path", { class: "edge", d, "stroke-width": width.toFixed(2), "marker-end": "url(#arrow)",
-      "data-source": e.source, "data-target": e.target, "data-steps": e.steps },
-      s("title", { text: `${e.source} taught ${e.target}: ${e.steps} steps distilled` +
-        (e.overhead === null ? "" : `, teacher overhead ${(100 * e.overhead).toFixed(1)}%`) })));
+    const kinds = e.kinds || ["kd"];
+    const taught = kinds.includes("kd");
+    const init = kinds.includes("init") ? `${e.target} started from ${e.source}'s weights` : "";
+    const kd = taught ? `${e.source} taught ${e.target}: ${e.steps} steps distilled` +
+      (e.overhead === null ? "" : `, teacher overhead ${(100 * e.overhead).toFixed(1)}%`) : "";
+    edges.append(s("path", { class: taught ? "edge" : "edge init", d, "stroke-width": width.toFixed(2),
+      "marker-end": "url(#arrow)", "data-source": e.source, "data-target": e.target, "data-steps": e.steps,
+      "data-kinds": kinds.join(" ") },
+      s("title", { text: [init, kd].filter(Boolean).join("; ") })));
   }
   svg.append(edges);
 

@@ -151,13 +151,15 @@ async function showTeacher(id) {
   if (!d.taught.length) taught.append(h("li", { class: "muted", text: "no trial distilled from it (yet)" }));
   for (const r of d.taught) {
     taught.append(h("li", {}, h("a", { class: "link", text: `trial ${r.trial_number} of ${r.study}`,
-      onclick: () => focusStudy(r.study) }), ` · ${r.steps_distilled} steps, weight ${num(r.weight)}`));
+      onclick: () => focusStudy(r.study) }), r.kind === "init" ? " · started from its weights"
+      : ` · ${r.steps_distilled} steps, weight ${num(r.weight)}`));
   }
   const learned = clear($("detail-learned"));
   if (!d.learned_from.length) learned.append(h("li", { class: "muted", text: "no teacher: a plain trial" }));
   for (const r of d.learned_from) {
     learned.append(h("li", {}, h("a", { class: "link", text: `teacher ${r.teacher_id}`, href: `#teacher/${r.teacher_id}` }),
-      ` · ${r.steps_distilled} steps` + (r.overhead === null ? "" : `, overhead ${percent(r.overhead)}`)));
+      r.kind === "init" ? " · started from its weights (init parent)"
+      : ` · ${r.steps_distilled} steps` + (r.overhead === null ? "" : `, overhead ${percent(r.overhead)}`)));
   }
   const info = state.info;
   $("detail-actions").hidden = !info.writes_enabled;
