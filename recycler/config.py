@@ -132,6 +132,7 @@ class TeachersConfig(_Section):
     quality_gate: bool = True  # leave out non-finite and no-better-than-chance teachers
     chance_metric: float | None = None  # the metric at chance (0.1: 10 classes); None = infer
     min_skill: float = 0.5  # quality gate: gain over chance >= this fraction of the best's
+    retire: bool = True  # a teacher the student beats on the same labelled batches stops
     max_on_device: int = 5  # teachers kept on the student's device; the rest wait on the CPU
     autocast: Literal["float16", "bfloat16"] | None = None  # teachers' forward dtype
     fused: bool = True  # same-architecture teachers of a step run as one fused call
@@ -150,6 +151,7 @@ class TeachersConfig(_Section):
         "quality_gate": a_bool,
         "chance_metric": optional(a_float()),
         "min_skill": a_float(minimum=0.0),
+        "retire": a_bool,
         "max_on_device": an_int(minimum=1),
         "autocast": optional(choice(AUTOCAST)),
         "fused": a_bool,

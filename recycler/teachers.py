@@ -75,6 +75,7 @@ class TeacherPool:
         self._records: list[TeacherRecord] = []
         self._on_device: OrderedDict[int, None] = OrderedDict()
         self._skipped: dict[int, str] = {}
+        self._retired: dict[int, str] = {}  # taught their part: out for the rest of the trial
         self._retry: dict[int, str] = {}  # left out for now; tried again at the next refresh
         #: ids of teachers registered without an output signature, not yet checked
         self.unchecked: set[int] = set()
@@ -94,9 +95,14 @@ class TeacherPool:
         return dict(self._skipped)
 
     @property
+    def retired(self) -> Mapping[int, str]:
+        """Teachers that left the pool after teaching (the student outgrew them): id -> why."""
+        return dict(self._retired)
+
+    @property
     def held(self) -> frozenset[int]:
-        """Ids of the teachers loaded or given up on (neither is loaded again)."""
-        return frozenset(self._models) | frozenset(self._skipped)
+        """Ids of the teachers loaded, given up on or retired (none is loaded again)."""
+        return frozenset(self._models) | frozenset(self._skipped) | frozenset(self._retired)
 
     @property
     def retry(self) -> Mapping[int, str]:
@@ -121,7 +127,9 @@ class TeacherPool:
         return {
             rec.id: self._load(rec)
             for rec in records
-            if rec.id not in self._models and rec.id not in self._skipped
+            if rec.id not in self._models
+            and rec.id not in self._skipped
+            and rec.id not in self._retired
         }
 
     def set_pool(
@@ -195,17 +203,32 @@ class TeacherPool:
 
     def drop(self, teacher_id: int, reason: str) -> None:
         """Take a teacher out of the pool for the rest of the trial, with one warning."""
+        rec = self._remove(teacher_id, reason, self._skipped)
+        if rec is not None:
+            warnings.warn(
+                f"recycler: teacher {teacher_id} (study {rec.study!r} trial {rec.trial_number}) "
+                f"dropped: {reason}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def retire(self, teacher_id: int, reason: str) -> None:
+        """Take a teacher that taught its part out of the pool for the rest of the trial.
+
+        Not a fault, so logged (INFO), not warned.
+        """
+        rec = self._remove(teacher_id, reason, self._retired)
+        if rec is not None:
+            log.info("teacher %s (study %r trial %s) retired: %s", teacher_id, rec.study,
+                     rec.trial_number, reason)  # fmt: skip
+
+    def _remove(self, teacher_id: int, reason: str, into: dict[int, str]) -> TeacherRecord | None:
+        """Out of the pool for the rest of the trial, ``reason`` kept in ``into``; its record."""
         rec = next((r for r in self._records if r.id == teacher_id), None)
-        if rec is None:
-            return
-        self._skipped[teacher_id] = reason
-        warnings.warn(
-            f"recycler: teacher {teacher_id} (study {rec.study!r} trial {rec.trial_number}) "
-            f"dropped: {reason}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        self.set_pool([r for r in self._records if r.id != teacher_id])
+        if rec is not None:
+            into[teacher_id] = reason
+            self.set_pool([r for r in self._records if r.id != teacher_id])
+        return rec
 
     def _load(self, rec: TeacherRecord) -> nn.Module | str:
         try:

@@ -74,7 +74,7 @@ def summarize(plain: Sweep, recycled: Sweep) -> Summary:
     plain_t, plain_ep = time_to(plain, target)
     rec_t, rec_ep = time_to(recycled, target)
     equal = min(plain.seconds, recycled.seconds)
-    taught = [i for i, run in enumerate(recycled.trials) if run.kd.get("pool")]
+    taught = [i for i, run in enumerate(recycled.trials) if run.kd.get("teachers_used")]
     return Summary(
         target=target,
         plain_s=plain.seconds,
@@ -124,7 +124,7 @@ def _row(name: str, run: TrialRun, target: float) -> tuple[str, ...]:
         name,
         str(run.number),
         f"{run.lr:.4f}",
-        "-" if not kd else str(len(kd.get("pool", []))),
+        "-" if not kd else str(len(kd.get("teachers_used", []))),
         "fresh" if parent is None else f"#{parent}",
         str(len(run.accuracy)),
         "-" if reached is None else str(reached),

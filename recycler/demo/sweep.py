@@ -296,7 +296,7 @@ class SweepRunner:
 
 
 def _trial_line(kind: str, run: TrialRun, opts: DemoOptions) -> str:
-    teachers = f", {len(run.kd.get('pool', []))} teachers" if kind == "recycled" else ""
+    teachers = f", {len(run.kd.get('teachers_used', []))} teachers" if kind == "recycled" else ""
     if run.kd.get("init_parent") is not None:
         teachers += f", from teacher {run.kd['init_parent']}"
     done = f"accuracy {run.final:.3f}" if run.accuracy else "failed"

@@ -446,9 +446,7 @@ class Distiller(IdentityView):
         out.update(self._plan.info())
         if pool is not None and pool.skipped:
             out["skipped"] = {str(k): v for k, v in pool.skipped.items()}
-        cache = self._kd.cache
-        if cache is not None:
-            out["cache"] = {"hits": cache.hits, "misses": cache.misses}
+        out.update(self._kd.stats())
         out.update(self._registrations.stats())
         if "registry_errors" in out:  # after the rest, as before
             out["registry_errors"] = out.pop("registry_errors")
@@ -475,6 +473,7 @@ class Distiller(IdentityView):
             **self._registrations.state_dict(),
             "signature": self.signature,
             "plan": self._plan.state_dict(),
+            "outgrown": self._kd.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -487,6 +486,7 @@ class Distiller(IdentityView):
         self._registrations.load_state_dict(state)
         if isinstance(state.get("plan"), Mapping):
             self._plan.load_state_dict(dict(state["plan"]))
+        self._kd.load_state_dict(state.get("outgrown"))
         if self._refresher.signature is None and isinstance(state.get("signature"), str):
             self._refresher.signature = state["signature"]
         self._refresher.replanned()

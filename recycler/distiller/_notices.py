@@ -71,6 +71,9 @@ class Notices:
             parts.append(f"pool {stats.get('pool', [])}, {len(used)} teacher(s) used")
             parts.append(f"distilled {distilled}/{steps} steps")
             parts.append(f"teacher time +{100 * float(stats.get('overhead', 0.0)):.0f}%")
+            if stats.get("retired"):
+                retired = [int(k) for k in stats["retired"]]
+                parts.append(f"retired {retired} (the student outgrew them)")
         else:
             parts.append(f"recycling off ({why_off or 'no step distilled'})")
         budget = stats.get("budget")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -14,6 +16,7 @@ from ..sampling import StepSampler
 from ..teachers import Inputs, TeacherPool
 from ._accounting import Accounting
 from ._cache import LogitCache, Lookup, cached_logits, check_ids
+from ._outgrown import Outgrown
 
 
 class KDStep:
@@ -33,6 +36,7 @@ class KDStep:
         self.accounting = accounting
         self.only_correct = distill.only_correct
         self.gate = config.teachers.quality_gate
+        self.outgrown = Outgrown() if config.teachers.retire else None
         self.term = KDTerm.from_config(distill)
         self.cache = LogitCache(distill.cache_max_bytes) if distill.cache else None
         # the cache keeps a step's teacher rows as the KD term compares them (only_correct
@@ -48,12 +52,16 @@ class KDStep:
         mask: torch.Tensor | None = None,
         sample_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
+        self.retire(pool)  # a pool refreshed or rebuilt since (a resumed trial) holds none
+        if not len(pool):
+            return None
         indices = self.sampler.sample(len(pool))
         ids = pool.ids(indices)
         if self.only_correct and target is None:
             teacher_correct(student_logits, target, mask)  # the user's error: raises, says how
         if mask is None and target is not None and student_logits.dim() == 3:
             mask = target != -100
+        labelled = mask  # the rows with a label (only_correct narrows ``mask`` below)
         try:  # the teachers' side: a forward that raises (a shape mismatch) drops the teacher
             if pool.unchecked and pool.check_outputs(indices, inputs, student_logits):
                 return None  # a teacher without a recorded signature did not fit: it left
@@ -73,7 +81,38 @@ class KDStep:
             _drop_non_finite(pool, indices, inputs)
             return None
         self.accounting.distilled_with(pool.ids(indices))
+        if self.outgrown is not None:
+            self.outgrown.observe(tuple(ids), student_logits, teacher, target, labelled)
+            if self.outgrown.judge():
+                self.retire(pool)
         return kd
+
+    def stats(self) -> dict[str, Any]:
+        """The teachers retired (id -> why) and the cache's counts, when there are any."""
+        out: dict[str, Any] = {}
+        if self.outgrown is not None and self.outgrown.retired:
+            out["retired"] = {str(k): v for k, v in self.outgrown.retired.items()}
+        if self.cache is not None:
+            out["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses}
+        return out
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What a resumed trial needs to retire the same teachers at the same steps."""
+        return self.outgrown.state_dict() if self.outgrown is not None else None
+
+    def load_state_dict(self, state: Any) -> None:
+        """Back to :meth:`state_dict` (None or another shape: nothing to restore)."""
+        if self.outgrown is not None and isinstance(state, Mapping):
+            self.outgrown.load_state_dict(state)
+
+    def retire(self, pool: TeacherPool) -> None:
+        """Take the teachers the student outgrew out of ``pool`` (after a resume too)."""
+        if self.outgrown is None or not self.outgrown.retired:
+            return
+        for rec in pool.records:
+            why = self.outgrown.retired.get(rec.id)
+            if why is not None:
+                pool.retire(rec.id, why)
 
     def _teacher_logits(
         self,

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "quality_gate": True,
         "chance_metric": None,
         "min_skill": 0.5,
+        "retire": True,
         "max_on_device": 5,
         "autocast": None,
         "fused": True,
