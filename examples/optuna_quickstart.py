@@ -65,6 +65,6 @@ if __name__ == "__main__":
         value = "-" if t.value is None else f"{t.value:.3f}"
         print(
             f"{t.number:5}  {t.params['lr']:.4f}  {value:>8}  {t.state.name.lower():8}  "
-            f"{len(kd['pool']):8}  {kd['steps_distilled']:8}"
+            f"{len(kd['teachers_used']):8}  {kd['steps_distilled']:8}"
         )
     print(f"best: trial {study.best_trial.number}, accuracy {study.best_value:.3f}")

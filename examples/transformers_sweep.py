@@ -128,7 +128,7 @@ def main() -> None:
         kd = r.user_attrs["recycler"]
         print(
             f"{p.params['learning_rate']:8.4f}  {p.value:6.3f}  {r.value:8.3f}  "
-            f"{len(kd['pool']):8}  {kd['steps_distilled']:8}  "
+            f"{len(kd['teachers_used']):8}  {kd['steps_distilled']:8}  "
             f"{seconds(p):7.1f}  {seconds(r):10.1f}"
         )
     best_p, best_r = (max(t.value or 0.0 for t in trials) for trials in (plain, recycled))
