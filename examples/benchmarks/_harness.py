@@ -207,6 +207,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_record(args: argparse.Namespace, task: str, seconds: float, **more: Any) -> dict[str, Any]:
+    """What a benchmark's JSON starts with: its arguments, task, machine and duration."""
+    return {"args": vars(args), "task": task, "machine": machine(), "seconds": seconds, **more}
+
+
 def machine_line(info: Mapping[str, Any]) -> str:
     """One line naming the machine of :func:`machine`."""
     gpu = f", {info['cuda']}" if info["cuda"] else ""

@@ -50,6 +50,7 @@ from _harness import (
     machine_line,
     markdown_table,
     plot_lines,
+    run_record,
     train_curve,
     write_outputs,
 )
@@ -453,18 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [run_seed(task, seed, args.trials, progress) for seed in range(args.seeds)]
     took = time.perf_counter() - start
     text = report(results, described, args, f"{took / 60:.1f} min")
-    data = {
-        "args": vars(args),
-        "task": described,
-        "machine": machine(),
-        "seconds": took,
-        "diverged_below": DIVERGED_BELOW,
-        "summary": {
-            **Verdict.of(results).to_json(),
-            "time_ratio": Summary.of_values(r.time_ratio for r in results).to_json(),
-        },
-        "seeds": [r.to_json() for r in results],
+    summary = {
+        **Verdict.of(results).to_json(),
+        "time_ratio": Summary.of_values(r.time_ratio for r in results).to_json(),
     }
+    data = run_record(args, described, took, diverged_below=DIVERGED_BELOW, summary=summary,
+                      seeds=[r.to_json() for r in results])  # fmt: skip
     files = write_outputs(args.out, STEM, text, data)
     files.append(plot(results, args.out / f"{STEM}.png"))
     print(text)

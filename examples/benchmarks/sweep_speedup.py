@@ -65,6 +65,7 @@ from _harness import (
     parse_common,
     pct,
     plot_lines,
+    run_record,
     train_curve,
     write_json,
     write_outputs,
@@ -825,13 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_json(partial, data, indent=None)
     took = time.perf_counter() - start
     text = report(results, described, args, f"{took / 60:.1f} min")
-    data = {
-        "args": vars(args),
-        "task": described,
-        "machine": machine(),
-        "seconds": took,
-        "results": results,
-    }
+    data = run_record(args, described, took, results=results)
     partial.unlink(missing_ok=True)
     return _write(args.out, text, data, results)
 
@@ -848,14 +843,9 @@ def merge(paths: Sequence[Path], out: Path) -> int:
     args.sweeps = list(ordered)
     took = " + ".join(f"{run['seconds'] / 60:.1f}" for run in runs) + " min (runs merged)"
     text = report(ordered, runs[0]["task"], args, took)
-    data = {
-        "args": vars(args),
-        "task": runs[0]["task"],
-        "machine": machine(),
-        "seconds": sum(run["seconds"] for run in runs),
-        "merged": [str(p) for p in paths],
-        "results": ordered,
-    }
+    seconds = sum(run["seconds"] for run in runs)
+    data = run_record(args, runs[0]["task"], seconds, merged=[str(p) for p in paths],
+                      results=ordered)  # fmt: skip
     return _write(out, text, data, ordered)
 
 
