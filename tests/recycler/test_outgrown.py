@@ -45,7 +45,7 @@ def test_only_labelled_rows_count_and_soft_targets_count_nothing() -> None:
     tokens[0, 5:] = -100  # not masked out: only the first 5 positions have labels
     student = logits(LABELS, 5).reshape(1, 10, 10)
     teacher = logits(LABELS, 4).reshape(1, 10, 10)
-    tracker.observe((1,), student, teacher, tokens)
+    tracker.observe((1,), student, teacher, tokens, tokens != -100)  # as KDStep passes it
     assert tracker.judge() == [1] and "100.0% of the labels" in tracker.retired[1]
     assert "against the teacher's 80.0%" in tracker.retired[1]
     soft = torch.softmax(torch.randn(10, 10), dim=-1)
