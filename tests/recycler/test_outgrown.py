@@ -25,7 +25,7 @@ LABELS = torch.arange(10) % 10
 
 
 def test_a_teacher_is_retired_once_the_student_leads_it_over_a_window() -> None:
-    tracker = Outgrown()
+    tracker = Outgrown(every=1)
     for _ in range(10):
         assert tracker.judge() == []  # no full window yet
         tracker.observe((3,), logits(LABELS, 9), logits(LABELS, 5), LABELS)
@@ -40,7 +40,7 @@ def test_a_teacher_is_retired_once_the_student_leads_it_over_a_window() -> None:
 
 
 def test_only_labelled_rows_count_and_soft_targets_count_nothing() -> None:
-    tracker = Outgrown(window=1)
+    tracker = Outgrown(window=1, every=1)
     tokens = LABELS.clone().reshape(1, 10)
     tokens[0, 5:] = -100  # not masked out: only the first 5 positions have labels
     student = logits(LABELS, 5).reshape(1, 10, 10)
@@ -55,22 +55,35 @@ def test_only_labelled_rows_count_and_soft_targets_count_nothing() -> None:
 
 
 def test_an_ensemble_the_student_outgrew_retires_every_member() -> None:
-    tracker = Outgrown(window=2)
+    tracker = Outgrown(window=2, every=1)
     for _ in range(2):
         tracker.observe((1, 2), logits(LABELS, 8), logits(LABELS, 6), LABELS)
     assert tracker.judge() == [1, 2]
     assert "against the teachers' 60.0%" in tracker.retired[2]
 
 
+def test_one_step_in_every_is_counted() -> None:
+    tracker = Outgrown(window=2, every=4)
+    for step in range(5):  # counted: steps 0 and 4
+        assert tracker.judge() == []
+        right = 9 if step in (0, 4) else 0  # the uncounted steps would say the opposite
+        tracker.observe((3,), logits(LABELS, right), logits(LABELS, 5), LABELS)
+    assert (
+        tracker.judge() == [3]
+        and "90.0% of the labels right over the last 8" in (tracker.retired[3])
+    )
+
+
 def test_the_open_windows_survive_a_resume() -> None:
     whole, first = Outgrown(), Outgrown()
     for tracker in (whole, first):
-        for _ in range(6):
+        for _ in range(21):  # 6 of 10 counts (steps 1, 5, ..., 21)
             tracker.observe((3,), logits(LABELS, 9), logits(LABELS, 5), LABELS)
     resumed = Outgrown()
     resumed.load_state_dict(first.state_dict())
     for tracker in (whole, resumed):
-        for _ in range(4):
+        for _ in range(16):  # the 10th count is the 37th step
+            assert tracker.judge() == []
             tracker.observe((3,), logits(LABELS, 9), logits(LABELS, 5), LABELS)
         assert tracker.judge() == [3]
     assert resumed.retired == whole.retired
@@ -116,29 +129,29 @@ def train(kd: Distiller, steps: int) -> None:
 def test_a_trial_stops_distilling_from_a_teacher_it_outgrew(reg: Registry, tmp_path: Path) -> None:
     teacher = always_class_zero(reg)
     kd = distiller(tmp_path, reg)
-    train(kd, 25)
-    stats = kd.stats()
-    assert stats["steps_distilled"] == 10 and stats["teachers_used"] == [teacher]
+    train(kd, 60)
+    stats = kd.stats()  # 10 counts, one step in 4: 37 steps; it retires at the 37th
+    assert stats["steps_distilled"] == 37 and stats["teachers_used"] == [teacher]
     assert list(stats["retired"]) == [str(teacher)] and stats["pool"] == []
     assert stats["retired"][str(teacher)].startswith("the student outgrew it: 100.0% of the")
     assert f"retired [{teacher}] (the student outgrew them)" in kd.summary()
     keep = distiller(tmp_path, reg, retire=False)
-    train(keep, 25)
-    assert keep.stats()["steps_distilled"] == 25 and "retired" not in keep.stats()
+    train(keep, 60)
+    assert keep.stats()["steps_distilled"] == 60 and "retired" not in keep.stats()
 
 
 def test_a_resumed_trial_retires_at_the_same_step(reg: Registry, tmp_path: Path) -> None:
     always_class_zero(reg)
     whole = distiller(tmp_path, reg)
-    train(whole, 20)
+    train(whole, 50)
     first = distiller(tmp_path, reg)
-    train(first, 6)
+    train(first, 23)
     resumed = distiller(tmp_path, reg)
     resumed.load_state_dict(first.state_dict())
-    train(resumed, 14)
-    assert resumed.stats()["steps_distilled"] == whole.stats()["steps_distilled"] == 10
+    train(resumed, 27)
+    assert resumed.stats()["steps_distilled"] == whole.stats()["steps_distilled"] == 37
     assert resumed.stats()["retired"] == whole.stats()["retired"]
     after = distiller(tmp_path, reg)  # resumed once more, after the verdict: it stays out
     after.load_state_dict(resumed.state_dict())
     train(after, 5)
-    assert after.stats()["steps_distilled"] == 10 and after.stats()["pool"] == []
+    assert after.stats()["steps_distilled"] == 37 and after.stats()["pool"] == []
