@@ -749,7 +749,7 @@ def warm_up(task: Task, workdir: Path, methods: Sequence[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = OneLineParser(description=__doc__.splitlines()[0])
     add_common_args(ap, seeds=5, out="bench-results/sweep_speedup")
-    ap.add_argument("--trials", type=int, default=None, help="trials per sweep (default 7)")
+    ap.add_argument("--trials", type=int, default=None, help="trials per sweep (default 10)")
     ap.add_argument("--batch", type=int, default=None, help="MNIST-1D batch size (default 100)")
     ap.add_argument(
         "--methods",
@@ -780,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_common(ap, argv)
     if args.merge is not None:
         return merge(args.merge, args.out)
-    args.trials = args.trials or (3 if args.quick else 7)
+    args.trials = args.trials or (3 if args.quick else 10)
     if args.trials < 2:
         ap.error(f"--trials must be >= 2 (a sweep recycles earlier trials), got {args.trials}")
     if args.first_seed is not None and args.first_seed < 0:

@@ -266,7 +266,8 @@ def test_a_running_trial_picks_up_a_teacher_that_finished_meanwhile(
     long = next(r for r in results if r.metrics["config"]["case"]["epochs"] == 4)
     history = long.metrics_dataframe
     assert int(history["kd_teachers"].iloc[0]) == 0  # alone at first
-    assert int(history["kd_teachers"].iloc[-1]) == 1  # the short trial joined its pool
+    # the short trial joined its pool (and may have retired from it once outgrown)
+    assert int(history["kd_teachers"].max()) == 1
     assert int(history["kd_steps_distilled"].iloc[-1]) > 0
     assert len(once_per_trial(finals(Registry(cfg["registry"], cfg["blobs"]), study))) == 2
 
