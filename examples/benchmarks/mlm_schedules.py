@@ -178,8 +178,9 @@ class Bench:
                 "schedule": schedule or "always",
             },
             # recycler's default quality gate: for token logits, relative to the best teacher,
-            # so a run of the sweep stuck at the unigram plateau (diverged) does not teach
-            "teachers": {"studies": ["teachers"], "pool": 8, "seed": 0},
+            # so a run of the sweep stuck at the unigram plateau (diverged) does not teach;
+            # no retirement: the schedules are the experiment (KD exactly where they say)
+            "teachers": {"studies": ["teachers"], "pool": 8, "seed": 0, "retire": False},
             "register": {"enabled": teach},
         }
 

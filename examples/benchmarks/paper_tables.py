@@ -252,7 +252,9 @@ class Bench:
             {
                 "registry": self.url,
                 "blobs": str(self.blobs),
-                "teachers": {**teachers, "policy": "best", "refresh": None},
+                # the papers' method as published: a student distils from its teachers all
+                # the way (Liu's "KD worst" is the experiment), none retires when outgrown
+                "teachers": {**teachers, "policy": "best", "refresh": None, "retire": False},
                 "distill": distill,
             }
         )

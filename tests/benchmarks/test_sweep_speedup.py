@@ -72,7 +72,11 @@ def test_budgets_follow_the_library(quick: tuple[Path, dict[str, Any]]) -> None:
                 assert len(curves[0]["accuracy"]) == EPOCHS  # no pool yet: the whole plan
                 for c in curves[1:]:
                     epochs = len(c["accuracy"])
-                    if method.endswith("-half"):
+                    fresh = method.startswith("sp-") and c["kd"].get("init_parent") is None
+                    if fresh:  # init found no parent (another width): budget.fresh, 1.0
+                        assert epochs == EPOCHS, method
+                        assert c["kd"]["budget"]["why"] == "init found no parent: budget.fresh 1.0"
+                    elif method.endswith("-half"):
                         assert epochs == HALF, method
                         assert c["kd"]["budget"]["fraction"] == 0.5
                     elif method in AUTO:
