@@ -95,11 +95,6 @@ class TeacherPool:
         return dict(self._skipped)
 
     @property
-    def retired(self) -> Mapping[int, str]:
-        """Teachers that left the pool after teaching (the student outgrew them): id -> why."""
-        return dict(self._retired)
-
-    @property
     def held(self) -> frozenset[int]:
         """Ids of the teachers loaded, given up on or retired (none is loaded again)."""
         return frozenset(self._models) | frozenset(self._skipped) | frozenset(self._retired)
@@ -124,13 +119,8 @@ class TeacherPool:
 
         Changes nothing in the pool, so it may run in a background thread while training goes on.
         """
-        return {
-            rec.id: self._load(rec)
-            for rec in records
-            if rec.id not in self._models
-            and rec.id not in self._skipped
-            and rec.id not in self._retired
-        }
+        held = self.held
+        return {rec.id: self._load(rec) for rec in records if rec.id not in held}
 
     def set_pool(
         self,

@@ -37,6 +37,7 @@ class KDStep:
         self.only_correct = distill.only_correct
         self.gate = config.teachers.quality_gate
         self.outgrown = Outgrown() if config.teachers.retire else None
+        self._pruned: TeacherPool | None = None  # the pool the retired were last taken out of
         self.term = KDTerm.from_config(distill)
         self.cache = LogitCache(distill.cache_max_bytes) if distill.cache else None
         # the cache keeps a step's teacher rows as the KD term compares them (only_correct
@@ -52,9 +53,10 @@ class KDStep:
         mask: torch.Tensor | None = None,
         sample_ids: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        self.retire(pool)  # a pool refreshed or rebuilt since (a resumed trial) holds none
-        if not len(pool):
-            return None
+        if pool is not self._pruned:  # a new pool (a resumed trial's): the retired leave it
+            self.retire(pool)
+            if not len(pool):
+                return None
         indices = self.sampler.sample(len(pool))
         ids = pool.ids(indices)
         if self.only_correct and target is None:
@@ -106,7 +108,9 @@ class KDStep:
             self.outgrown.load_state_dict(state)
 
     def retire(self, pool: TeacherPool) -> None:
-        """Take the teachers the student outgrew out of ``pool`` (after a resume too)."""
+        """Take the teachers the student outgrew out of ``pool`` (a refresh never brings them
+        back: the pool holds them out)."""
+        self._pruned = pool
         if self.outgrown is None or not self.outgrown.retired:
             return
         for rec in pool.records:
